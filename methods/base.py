@@ -1,0 +1,103 @@
+"""The contract between a compression method and the engine.
+
+The engine builds the backbone, calls ``transform`` once, then runs the method's stages. Per stage it
+calls ``on_stage_start`` (may return a new model, e.g. after pruning), then per training step
+``loss`` -> backward -> ``after_backward`` -> optimizer step -> ``after_step``; per epoch
+``on_epoch_end``; then ``on_stage_end``. ``metrics`` adds method-specific numbers to the results row.
+
+Rebuilding for evaluation: ``evaluate.py`` builds the backbone, loads ``state_dict()`` into a fresh
+method object, calls ``transform`` (which must then reproduce the final structure, e.g. a pruned
+model's kept channels) and loads the saved weights. Anything random a method does must use
+``self.generator`` (saved in ``state_dict``) so a resumed run repeats an uninterrupted one.
+
+Complexity is never typed in: layers declare ``weight_bits`` / ``act_bits`` attributes (default 32)
+and an optional ``weight_mask`` buffer, and engine/complexity.py counts from them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+
+@dataclass
+class Stage:
+    """One training stage: a name, trainer overrides (epochs, lr, ...) and method-specific params."""
+
+    name: str
+    trainer: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunContext:
+    """What a method may use besides the model: shapes, device, data and an evaluation function."""
+
+    num_classes: int
+    in_channels: int
+    image_size: int
+    device: torch.device
+    train_loader: Any = None
+    test_loader: Any = None
+    evaluate: Callable[..., dict] | None = None   # evaluate(model, loader, limit_batches=None) -> {"top1",...}
+    log: Callable[[dict], None] = lambda metrics: None
+    seed: int = 0
+
+
+class Method:
+    """Base class: the plain backbone trained with the trainer config (one stage)."""
+
+    family = "none"
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.generator = torch.Generator().manual_seed(int(cfg.get("seed", 0) or 0))
+
+    # ---- structure -------------------------------------------------------------------------------
+    def transform(self, model: nn.Module, ctx: RunContext) -> nn.Module:
+        return model
+
+    # ---- stages ----------------------------------------------------------------------------------
+    def stages(self) -> list[Stage]:
+        """Stages from ``method.stages`` (a list of {name, trainer: {...}, ...}); one plain stage if absent."""
+        specs = self.cfg.get("stages") or [{"name": "train"}]
+        out = []
+        for spec in specs:
+            spec = dict(spec)
+            name = spec.pop("name")
+            trainer = dict(spec.pop("trainer", None) or {})
+            out.append(Stage(name=name, trainer=trainer, params=spec))
+        return out
+
+    def on_stage_start(self, stage: Stage, model: nn.Module, ctx: RunContext) -> nn.Module:
+        return model
+
+    def on_stage_end(self, stage: Stage, model: nn.Module, ctx: RunContext) -> nn.Module:
+        return model
+
+    # ---- per step / epoch ------------------------------------------------------------------------
+    def loss(self, model: nn.Module, inputs: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor,
+             task_loss: torch.Tensor) -> torch.Tensor:
+        return task_loss
+
+    def after_backward(self, model: nn.Module, step: int) -> None:
+        pass
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        pass
+
+    def on_epoch_end(self, model: nn.Module, epoch: int, ctx: RunContext) -> None:
+        pass
+
+    # ---- reporting and state ---------------------------------------------------------------------
+    def metrics(self, model: nn.Module) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "generator" in state:
+            self.generator.set_state(state["generator"])

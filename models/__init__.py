@@ -1,0 +1,25 @@
+"""Backbones and their registry. ``build_model(name, ...)``; ``list_models(pattern)``.
+
+Every backbone takes ``num_classes`` and ``in_channels`` (and may take ``image_size``) so that
+one factory serves MNIST, CIFAR and ImageNet shapes. Importing this package registers them all.
+"""
+from engine.registry import Registry
+
+MODELS = Registry("model")
+register_model = MODELS.register
+list_models = MODELS.list
+
+from models import cifar_resnet, lenet, resnet, vgg, imagenet  # noqa: E402,F401  (registration)
+from models.pretrained import load_pretrained, pretrained_info  # noqa: E402
+
+
+def build_model(name: str, *, num_classes: int, in_channels: int = 3, image_size: int = 32,
+                pretrained: bool = False, **kwargs):
+    """Instantiate a registered backbone; ``pretrained`` loads local weights (never downloads)."""
+    model = MODELS.get(name)(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
+    if pretrained:
+        load_pretrained(model, name, num_classes=num_classes)
+    return model
+
+
+__all__ = ["MODELS", "register_model", "list_models", "build_model", "pretrained_info"]
