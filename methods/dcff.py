@@ -1,0 +1,267 @@
+"""DCFF: Training Compact CNNs for Image Classification using Dynamic-coded Filter Fusion (Lin et al., arXiv 2107.06916).
+
+Paper note: ../shared/papers/dcff.md ("Algorithm", "Recipe", "Temperature schedule"). Every conv layer with
+C_out filters keeps m = int(C_out (1 - rate)) output channels (``kept_width``); rates are the official
+per-layer ``--cprate`` strings (``counts_from_rates`` maps them onto the backbone's channel groups).
+
+- **Inter-similarity distribution** (Algorithm step 2), ``inter_similarity``:
+  D(j,l) = ||W_j - W_l||_2,  p_j(l) = exp(-T D(j,l)) / sum_l' exp(-T D(j,l')).
+- **Dynamic-coded importance** (step 3), ``dynamic_importance``:  s_j = sum_l KL(p_j || p_l), 1e-7 inside the
+  logs; keep the m largest. (The official code takes a mean over the distribution index, i.e. s_j / C_out:
+  same ranking.) A non-finite score vector keeps the previous epoch's scores.
+- **Filter fusion** (step 4), ``fuse``:  F_i = sum_l p_{j_i}(l) W_l for the m selected j_i — the selected rows of
+  P (a constant buffer) times W, so gradients reach all C_out original filters. The bias is fused the same way.
+- **Temperature schedule** ("Temperature schedule (code)"), ``temperature``:
+  A = 2 (Te - Ts)(1 + e^{-kE}) / (1 - e^{-kE}),  T(e) = A / (1 + e^{-k e}) + Ts - A/2;  Ts=1, Te=10^4, k=1.
+- P and the selection are recomputed at the start of every epoch (``FusedConv2d.refresh``), with T(e).
+- **Export** (step 6): the compact model takes the fused filters (and fused bias), BN, FC, and plain
+  ResNet-50 downsample convs; nothing is fine-tuned afterwards.
+
+The compact model is trained from scratch (``init: scratch``, the paper's recipe). ``init: inherit`` starts
+the fused model from the backbone's weights (L1-kept input channels), for reduced-budget fine-tuning.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from methods import Method, register_method
+from methods.common.channel_pruning import (apply_channel_config, canonical_shortcut_map, channel_groups,
+                                            counts_from_rates, filter_l1, prune_channels, reinitialize, top_k)
+from methods.common.pruning_report import compression_report
+
+
+# ---------------------------------------------------------------------------------------------------
+# the paper's equations
+# ---------------------------------------------------------------------------------------------------
+def temperature(epoch: float, epochs: int, t_start: float = 1.0, t_end: float = 1e4, k: float = 1.0) -> float:
+    """T(e) = A / (1 + exp(-k e)) + Ts - A / 2 with A = 2 (Te - Ts)(1 + exp(-k E)) / (1 - exp(-k E))."""
+    if epochs <= 0:
+        raise ValueError(f"dcff temperature: epochs must be > 0, got {epochs}")
+    a = 2.0 * (t_end - t_start) * (1.0 + math.exp(-k * epochs)) / (1.0 - math.exp(-k * epochs))
+    return a / (1.0 + math.exp(-k * epoch)) + t_start - a / 2.0
+
+
+def inter_similarity(weight: torch.Tensor, t: float) -> torch.Tensor:
+    """P (C_out x C_out): row j is filter j's inter-similarity distribution softmax_l(-T ||W_j - W_l||)."""
+    w = weight.detach().flatten(1).double()
+    d = torch.cdist(w, w, compute_mode="donot_use_mm_for_euclid_dist")
+    return torch.softmax(-t * d, dim=1).to(weight.dtype)
+
+
+def dynamic_importance(p: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """s_j = sum_l KL(p_j || p_l) = sum_l sum_k p_j(k) [log(p_j(k)+eps) - log(p_l(k)+eps)]."""
+    p = p.double()
+    logp = torch.log(p + eps)
+    n = p.shape[0]
+    return (n * (p * logp).sum(1) - (p * logp.sum(0, keepdim=True)).sum(1)).float()
+
+
+def fuse(weight: torch.Tensor, p_selected: torch.Tensor) -> torch.Tensor:
+    """Fused filters F = P_sel W (m x C_in x k x k): weighted averages of all original filters."""
+    return (p_selected @ weight.flatten(1)).view(p_selected.shape[0], *weight.shape[1:])
+
+
+class FusedConv2d(nn.Conv2d):
+    """A conv that holds all C_out original filters and outputs m fused ones (``out_channels`` = m).
+
+    Buffers: ``fusion`` (P rows of the selected filters), ``selected``, ``scores``, ``temperature`` and
+    ``next_temperature`` (> 0: refresh P at the next training forward, i.e. at the start of the epoch)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, kept: int, like: nn.Conv2d):
+        super().__init__(weight.shape[1] * like.groups, weight.shape[0], like.kernel_size, like.stride, like.padding,
+                         like.dilation, like.groups, bias is not None, like.padding_mode)
+        with torch.no_grad():
+            self.weight.copy_(weight)
+            if bias is not None:
+                self.bias.copy_(bias)
+        self.full_channels = weight.shape[0]
+        self.out_channels = kept
+        self.register_buffer("fusion", torch.eye(self.full_channels)[:kept].clone())
+        self.register_buffer("selected", torch.arange(kept))
+        self.register_buffer("scores", torch.zeros(self.full_channels))
+        self.register_buffer("temperature", torch.tensor(0.0))
+        self.register_buffer("next_temperature", torch.tensor(0.0))
+
+    @torch.no_grad()
+    def refresh(self, t: float) -> None:
+        p = inter_similarity(self.weight, t)
+        s = dynamic_importance(p)
+        if torch.isfinite(s).all():
+            self.scores.copy_(s)
+        sel = top_k(self.scores, self.out_channels)
+        self.selected.copy_(sel)
+        self.fusion.copy_(p[sel])
+        self.temperature.fill_(t)
+
+    def fused_weight(self):
+        w = fuse(self.weight, self.fusion)
+        b = self.fusion @ self.bias if self.bias is not None else None
+        return w, b
+
+    def forward(self, x):
+        if self.training and float(self.next_temperature) > 0:
+            self.refresh(float(self.next_temperature))
+            self.next_temperature.zero_()
+        w, b = self.fused_weight()
+        return self._conv_forward(x, w, b)
+
+    @torch.no_grad()
+    def export(self) -> nn.Conv2d:
+        w, b = self.fused_weight()
+        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+                         self.dilation, self.groups, b is not None, self.padding_mode)
+        conv.weight.copy_(w)
+        if b is not None:
+            conv.bias.copy_(b)
+        return conv.to(self.weight.device)
+
+    def extra_repr(self):
+        return super().extra_repr() + f", fused_from={self.full_channels}"
+
+
+def _set(model, name, module):
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+def build_fused(dense: nn.Module, counts: dict, init_keep: dict, fuse_downsample: bool = False) -> nn.Module:
+    """The compact architecture of ``counts`` whose convs are FusedConv2d over the dense filters.
+
+    ``init_keep`` gives, per group, which dense channels the compact BN/consumers start from (their
+    input-channel weights); option-A shortcuts use the canonical zero-pad of the compact widths (DCFF)."""
+    spec = channel_groups(dense)
+    compact = prune_channels(dense, init_keep, spec)
+    for link in spec.shortcuts:
+        k_dst, k_src = counts[link.dst], counts[link.src]
+        from methods.common.channel_pruning import _shortcut_module
+        _set(compact, link.name, _shortcut_module(canonical_shortcut_map(k_dst, k_src), k_src))
+    compact.channel_config = {"groups": dict(counts), "shortcuts": {}}
+    in_group = {c: g for g in spec.groups.values() for c in g.consumers}
+    dense_mods = dict(dense.named_modules())
+    for g in spec.groups.values():
+        for p in g.producers:
+            m = dense_mods[p]
+            if not isinstance(m, nn.Conv2d) or (".downsample" in p and not fuse_downsample):
+                continue
+            w = m.weight.detach()
+            if p in in_group:
+                w = w.index_select(1, torch.as_tensor(sorted(init_keep.get(in_group[p].name,
+                                                                            range(in_group[p].width)))))
+            _set(compact, p, FusedConv2d(w, None if m.bias is None else m.bias.detach(), counts[g.name], m))
+    return compact
+
+
+def export_compact(model: nn.Module) -> nn.Module:
+    """Replace every FusedConv2d by a plain conv holding its fused filters (Algorithm step 6)."""
+    out = copy.deepcopy(model)
+    for name, m in list(out.named_modules()):
+        if isinstance(m, FusedConv2d):
+            _set(out, name, m.export())
+    out.channel_config = copy.deepcopy(getattr(model, "channel_config", None))
+    return out
+
+
+def fused_layers(model: nn.Module) -> dict[str, FusedConv2d]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, FusedConv2d)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# the method
+# ---------------------------------------------------------------------------------------------------
+@register_method("dcff")
+class DCFF(Method):
+    family = "prune"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        if cfg.get("cprate") is None:
+            raise ValueError("method.cprate is required for dcff: a per-layer rate string such as "
+                             "\"[0.5]*2+[0.4]*2+[0.35]*3+[0.85]*6\" (see conf/method/dcff.yaml)")
+        init = cfg.get("init", "scratch")
+        if init not in ("scratch", "inherit"):
+            raise ValueError(f"method.init={init!r}; choose scratch (paper) or inherit (fine-tune)")
+        self.init = init
+        t = cfg.get("temperature") or {}
+        self.t_start, self.t_end, self.t_k = float(t.get("start", 1.0)), float(t.get("end", 1e4)), float(t.get("k", 1.0))
+        self.t_epochs = t.get("epochs")
+        self.config = None          # final channel config once exported
+        self.last_selection: dict = {}
+        self.jaccard: list[dict] = []
+        self._dense = None
+        self._input_shape = None
+
+    # structure ------------------------------------------------------------------------------------
+    def transform(self, model, ctx):
+        self._input_shape = (ctx.in_channels, ctx.image_size, ctx.image_size)
+        self._dense = copy.deepcopy(model)
+        if self.config is not None:           # rebuilding a finished run (evaluate.py)
+            return apply_channel_config(model, self.config)
+        spec = channel_groups(model)
+        counts = {**{n: g.width for n, g in spec.groups.items()}, **counts_from_rates(model, self.cfg.cprate, spec)}
+        if self.init == "scratch":
+            reinitialize(model)
+            keep = {n: range(k) for n, k in counts.items()}
+        else:
+            keep = {n: top_k(filter_l1(model, spec[n]), k).tolist() for n, k in counts.items()}
+        return build_fused(model, counts, keep, bool(self.cfg.get("fuse_downsample", False)))
+
+    def _epochs(self) -> int:
+        if self.t_epochs is None:
+            raise ValueError("method.temperature.epochs (E of the schedule) is not set; "
+                             "conf/method/dcff.yaml interpolates it from trainer.epochs")
+        return int(self.t_epochs)
+
+    def on_stage_start(self, stage, model, ctx):
+        t0 = temperature(0, self._epochs(), self.t_start, self.t_end, self.t_k)
+        for m in fused_layers(model).values():
+            m.refresh(t0)
+        self._record(model, 0)
+        return model
+
+    def _record(self, model, epoch):
+        """Jaccard overlap |S_prev ∩ S| / |S_prev ∪ S| of the selected sets, averaged over layers
+        (the note's mechanism check (c)); only the last selection is kept in the state."""
+        sel = {n: m.selected.tolist() for n, m in fused_layers(model).items()}
+        if self.last_selection and sel:
+            vals = [len(set(self.last_selection[n]) & set(v)) / len(set(self.last_selection[n]) | set(v))
+                    for n, v in sel.items() if n in self.last_selection]
+            self.jaccard.append({"epoch": epoch, "jaccard": round(sum(vals) / len(vals), 4)})
+        self.last_selection = sel
+
+    def on_epoch_end(self, model, epoch, ctx):
+        # epoch `epoch` ran with T(epoch); the next one starts (first training forward) with T(epoch + 1)
+        if epoch > 0:
+            self._record(model, epoch)
+        t_next = temperature(epoch + 1, self._epochs(), self.t_start, self.t_end, self.t_k)
+        for m in fused_layers(model).values():
+            m.next_temperature.fill_(t_next)
+
+    def on_stage_end(self, stage, model, ctx):
+        if not fused_layers(model):
+            return model
+        compact = export_compact(model)
+        self.config = compact.channel_config
+        return compact
+
+    # reporting ------------------------------------------------------------------------------------
+    def metrics(self, model):
+        out = {"channel_config": self.config, "init": self.init, "cprate": str(self.cfg.cprate),
+               "selection_jaccard": self.jaccard}
+        if self._dense is not None and self._input_shape is not None:
+            out.update(compression_report(self._dense, model, self._input_shape, self.cfg.get("latency")))
+        return out
+
+    def state_dict(self):
+        return {**super().state_dict(), "config": self.config, "last_selection": self.last_selection,
+                "jaccard": self.jaccard}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.config = state.get("config")
+        self.last_selection = dict(state.get("last_selection") or {})
+        self.jaccard = list(state.get("jaccard") or [])

@@ -1,0 +1,48 @@
+"""DCFF, UCP and L1 pruning run end to end through the engine (2 steps, synthetic data) and rebuild
+from their saved state the way evaluate.py does."""
+import pytest
+import torch
+
+from engine.runner import run
+
+TINY = ["data=synthetic", "trainer.max_steps=2", "trainer.batch_size=16", "trainer.eval_batch_size=64",
+        "trainer.limit_eval_batches=1", "method.latency.repeats=1", "method.latency.warmup=0",
+        "method.latency.batch_sizes=[1,2]"]
+
+
+def _rebuild(compose, metrics, overrides, out_dir):
+    """evaluate.py's path: fresh backbone -> method state -> transform -> load the final weights."""
+    import glob
+
+    from engine import checkpoint
+    from engine.runner import build_backbone
+    from methods import RunContext, build_method
+    cfg = compose(overrides)
+    final = glob.glob(f"{out_dir}/outputs/**/final.pt", recursive=True)
+    assert len(final) == 1
+    blob = checkpoint.load(final[0])
+    model = build_backbone(cfg, 10, 3, 32)
+    method = build_method(cfg.method)
+    method.load_state_dict(blob["method"])
+    model = method.transform(model, RunContext(num_classes=10, in_channels=3, image_size=32, device=torch.device("cpu")))
+    model.load_state_dict(blob["model"])
+    assert sum(p.numel() for p in model.parameters()) == metrics["params"]
+    return model
+
+
+@pytest.mark.smoke
+def test_dcff_runs_and_exports_compact(compose, tmp_path):
+    ov = ["model=resnet20", "method=dcff", "method.cprate='[0.5]*9+[0.3]*3'", "trainer.epochs=2", *TINY]
+    m = run(compose(ov))
+    extra = m["extra"]
+    assert extra["channel_config"]["groups"]["layer1.0.conv1"] == 8
+    assert extra["channel_config"]["groups"]["layer3"] == 44      # int(64 * 0.7)
+    assert extra["compact_params"] == m["params"] < extra["dense_params"]
+    assert 0 < extra["flops_reduction_pct"] < 100 and extra["speedup_b1"] > 0 and extra["latency_threads"] >= 1
+    _rebuild(compose, m, ov, tmp_path)
+
+
+@pytest.mark.smoke
+def test_dcff_without_cprate_fails_naming_the_key(compose):
+    with pytest.raises(ValueError, match="method.cprate"):
+        run(compose(["model=resnet20", "method=dcff", *TINY]))
