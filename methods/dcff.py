@@ -204,7 +204,7 @@ class DCFF(Method):
         spec = channel_groups(model)
         counts = {**{n: g.width for n, g in spec.groups.items()}, **counts_from_rates(model, self.cfg.cprate, spec)}
         if self.init == "scratch":
-            reinitialize(model)
+            reinitialize(model, self.generator)
             keep = {n: range(k) for n, k in counts.items()}
         else:
             keep = {n: top_k(filter_l1(model, spec[n]), k).tolist() for n, k in counts.items()}

@@ -46,3 +46,28 @@ def test_dcff_runs_and_exports_compact(compose, tmp_path):
 def test_dcff_without_cprate_fails_naming_the_key(compose):
     with pytest.raises(ValueError, match="method.cprate"):
         run(compose(["model=resnet20", "method=dcff", *TINY]))
+
+
+@pytest.mark.smoke
+def test_ucp_runs_both_stages_and_rebuilds(compose, tmp_path):
+    ov = ["model=resnet20", "method=ucp", "method.score_batches=2", *TINY]
+    m = run(compose(ov))
+    groups = m["extra"]["channel_config"]["groups"]
+    for stage in ("layer1", "layer2", "layer3"):
+        widths = {k for n, k in groups.items() if n.startswith(stage + ".") and n.endswith("conv1")}
+        assert len(widths) == 1                              # uniform per stage
+    assert groups["layer3"] == 64 and m["params"] == m["extra"]["compact_params"] < m["extra"]["dense_params"]
+    _rebuild(compose, m, ov, tmp_path)
+
+
+@pytest.mark.smoke
+def test_l1_prune_matches_dcff_architecture_and_flops_target(compose, tmp_path):
+    rates = "'[0.7]*2+[0.5]*3+[0.3]*2+[0.4]+[0.8]+[0.7]*2+[0.8]*4+[0.4]+[0.2]*2+[0.7]+[0.3]+[0.8]+[0.4]*2+[0.7]+[0.3]+[0.4]+[0.8]+[0.0]*3'"
+    ov = ["model=resnet56", "method=l1_prune", f"method.rates={rates}", "method.latency.enabled=false", *TINY]
+    m = run(compose(ov))
+    assert m["extra"]["channel_config"]["groups"]["layer1.0.conv1"] == 4      # int(16 * 0.3)
+    assert m["extra"]["channel_config"]["groups"]["layer3.8.conv1"] == 12
+    _rebuild(compose, m, ov, tmp_path)
+    m2 = run(compose(["model=resnet20", "method=l1_prune", "method.flops_reduction=0.3",
+                      "method.latency.enabled=false", *TINY]))
+    assert 30.0 <= m2["extra"]["flops_reduction_pct"] < 33.0

@@ -457,11 +457,13 @@ def counts_from_rates(model: nn.Module, rates, spec: GroupSpec | None = None) ->
     return {n: kept_width(spec[n].width, r) for n, r in zip(layout, rates)}
 
 
-def reinitialize(model: nn.Module) -> nn.Module:
-    """Fresh random weights for every layer (training a compact model from scratch)."""
+def reinitialize(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+    """Fresh random weights for every layer (training a compact model from scratch); draws from
+    ``generator`` when given (a method's own generator, so a resumed run repeats the same init)."""
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out" if isinstance(m, nn.Conv2d) else "fan_in")
+            nn.init.kaiming_normal_(m.weight, mode="fan_out" if isinstance(m, nn.Conv2d) else "fan_in",
+                                    generator=generator)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):

@@ -1,0 +1,99 @@
+"""``l1_prune``: the L1-norm filter pruning baseline (Li et al., "Pruning Filters for Efficient ConvNets", 2017).
+
+Per channel group, keep the filters with the largest L1 norm (summed over the group's producers),
+cut the rest physically (``prune_channels``, weights carried over) and fine-tune. The kept widths come from
+either ``rates`` (a DCFF-layout per-layer rate string, so the compact architecture — and its FLOPs — equal a
+DCFF model's exactly) or ``flops_reduction`` (a target share of FLOPs removed, reached by one uniform rate over
+the ``scope`` groups, found by bisection on the suite's counter; used to match another method's FLOPs).
+"""
+from __future__ import annotations
+
+import copy
+
+from engine.complexity import measure
+from methods import Method, register_method
+from methods.common.channel_pruning import (apply_channel_config, channel_groups, counts_from_rates, filter_l1,
+                                            kept_width, prune_channels, reinitialize, top_k)
+from methods.common.pruning_report import compression_report
+
+SCOPES = ("inner", "plain", "inner+plain", "all")
+
+
+def _scope_groups(spec, scope: str) -> list[str]:
+    if scope not in SCOPES:
+        raise ValueError(f"method.scope={scope!r}; choose one of {SCOPES}")
+    kinds = {"inner": ("inner",), "plain": ("plain",), "inner+plain": ("inner", "plain"),
+             "all": ("inner", "plain", "stream")}[scope]
+    return [n for n in spec.names() if spec[n].kind in kinds]
+
+
+def uniform_rate_for_flops(model, target: float, input_shape, scope: str = "inner", tol: float = 1e-3) -> float:
+    """The uniform rate over ``scope`` groups whose compact model removes ``target`` of the FLOPs (bisection;
+    kept widths are integers, so the achieved share is the closest reachable from below)."""
+    spec = channel_groups(model)
+    names = _scope_groups(spec, scope)
+    dense = measure(model, input_shape).flops
+
+    def removed(rate):
+        counts = {n: kept_width(spec[n].width, rate) for n in names}
+        return 1 - measure(apply_channel_config(model, counts), input_shape).flops / dense
+
+    lo, hi = 0.0, 0.99
+    if removed(hi) < target:
+        raise ValueError(f"l1_prune: flops_reduction={target} is not reachable by pruning the {scope} groups")
+    while hi - lo > tol:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if removed(mid) < target else (lo, mid)
+    return hi
+
+
+@register_method("l1_prune")
+class L1Prune(Method):
+    family = "prune"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        if (cfg.get("rates") is None) == (cfg.get("flops_reduction") is None):
+            raise ValueError("l1_prune needs exactly one of method.rates (per-layer rate string) or "
+                             "method.flops_reduction (share of FLOPs to remove, e.g. 0.5588)")
+        self.init = cfg.get("init", "inherit")
+        if self.init not in ("scratch", "inherit"):
+            raise ValueError(f"method.init={self.init!r}; choose inherit (fine-tune, default) or scratch")
+        self.config = None
+        self.rate = None
+        self._dense = None
+        self._input_shape = None
+
+    def transform(self, model, ctx):
+        self._input_shape = (ctx.in_channels, ctx.image_size, ctx.image_size)
+        self._dense = copy.deepcopy(model)
+        if self.config is not None:
+            return apply_channel_config(model, self.config)
+        spec = channel_groups(model)
+        if self.cfg.get("rates") is not None:
+            counts = counts_from_rates(model, self.cfg.rates, spec)
+        else:
+            self.rate = uniform_rate_for_flops(model, float(self.cfg.flops_reduction), self._input_shape,
+                                               self.cfg.get("scope", "inner"))
+            counts = {n: kept_width(spec[n].width, self.rate) for n in _scope_groups(spec, self.cfg.get("scope", "inner"))}
+        keep = {n: top_k(filter_l1(model, spec[n]), k).tolist() for n, k in counts.items() if k < spec[n].width}
+        compact = prune_channels(model, keep, spec)
+        if self.init == "scratch":
+            reinitialize(compact, self.generator)
+        self.config = compact.channel_config
+        return compact
+
+    def metrics(self, model):
+        out = {"channel_config": self.config, "init": self.init, "uniform_rate": self.rate,
+               "rates": None if self.cfg.get("rates") is None else str(self.cfg.rates)}
+        if self._dense is not None and self._input_shape is not None:
+            out.update(compression_report(self._dense, model, self._input_shape, self.cfg.get("latency")))
+        return out
+
+    def state_dict(self):
+        return {**super().state_dict(), "config": self.config, "rate": self.rate}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.config = state.get("config")
+        self.rate = state.get("rate")
