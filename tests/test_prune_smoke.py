@@ -71,3 +71,26 @@ def test_l1_prune_matches_dcff_architecture_and_flops_target(compose, tmp_path):
     m2 = run(compose(["model=resnet20", "method=l1_prune", "method.flops_reduction=0.3",
                       "method.latency.enabled=false", *TINY]))
     assert 30.0 <= m2["extra"]["flops_reduction_pct"] < 33.0
+
+
+def _experiments():
+    import glob
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return sorted(os.path.relpath(p, os.path.join(root, "conf", "experiment"))[:-5]
+                  for d in ("dcff", "ucp") for p in glob.glob(os.path.join(root, "conf", "experiment", d, "*.yaml")))
+
+
+@pytest.mark.parametrize("name", _experiments())
+def test_experiment_files_compose_and_build_their_method(compose, name):
+    from engine.config import validate
+    from methods import build_method
+    cfg = compose([f"experiment={name}"])
+    validate(cfg)
+    assert cfg.paper in ("dcff", "ucp") and cfg.fidelity in ("paper", "reduced")
+    if cfg.method.name == "dcff" and cfg.method.cprate is None:
+        with pytest.raises(ValueError, match="method.cprate"):
+            build_method(cfg.method)
+        return
+    method = build_method(cfg.method)
+    assert method.family == ("baseline" if cfg.method.name == "baseline" else "prune")
