@@ -97,7 +97,8 @@ def test_vgg16_params_gap_is_the_notes_recomputation():
     assert round(d_flops / 1e6, 2) == 314.03 and round(d_params / 1e6, 2) == 14.73      # implied baseline
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "conf", "experiment", "dcff", "*.yaml"))),
+@pytest.mark.parametrize("path", [pytest.param(p, marks=[pytest.mark.slow] if "imagenet_" in p else [])
+                                  for p in sorted(glob.glob(os.path.join(ROOT, "conf", "experiment", "dcff", "*.yaml")))],
                          ids=os.path.basename)
 def test_experiment_cprate_gives_the_reference_architecture(path):
     exp = yaml.safe_load(open(path))
