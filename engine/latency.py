@@ -73,3 +73,11 @@ def compare_latency(dense: nn.Module, compact: nn.Module, input_shape, **kw) -> 
             res[f"compact_{key}"] = c[key]
             res[f"speedup_{key.removeprefix('latency_ms_')}"] = d[key] / c[key] if c[key] > 0 else float("nan")
     return res
+
+
+def row_latency(model: nn.Module, input_shape, batch_size: int = 1, **kw) -> dict:
+    """What ``engine.runner.result_row(latency=...)`` reads: ``latency_ms`` (median at ``batch_size``) and
+    ``device`` (CPU model and thread count), plus the batch size used."""
+    res = measure_latency(model, input_shape, batch_sizes=(batch_size,), **kw)
+    return {"latency_ms": res[f"latency_ms_b{batch_size}"], "device": f"{res['latency_device']}, batch {batch_size}",
+            "batch_size": batch_size}

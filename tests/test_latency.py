@@ -22,3 +22,9 @@ def test_compare_reports_speedup_of_a_smaller_model():
     res = compare_latency(big, small, (3, 16, 16), batch_sizes=(8,), repeats=5, warmup=1, threads=1)
     assert res["speedup_b8"] == res["dense_latency_ms_b8"] / res["compact_latency_ms_b8"]
     assert res["speedup_b8"] > 2   # ~1000x fewer MACs; even on a loaded machine a clear speedup
+
+
+def test_row_latency_has_the_result_row_keys():
+    from engine.latency import row_latency
+    res = row_latency(nn.Linear(4, 2), (4,), repeats=3, warmup=0, threads=1)
+    assert res["latency_ms"] > 0 and "1 threads" in res["device"] and "batch 1" in res["device"]
