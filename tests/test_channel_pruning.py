@@ -168,3 +168,18 @@ def test_bad_choices_fail_with_names():
         prune_channels(model, {"layer1": [0, 16]})
     with pytest.raises(ValueError, match="does not know"):
         channel_groups(build_model("lenet5", num_classes=10, in_channels=1, image_size=28))
+
+
+@pytest.mark.golden
+def test_iterative_pruning_of_a_pruned_model_stays_exact():
+    """AIP-style repeated pruning: groups of a compact model are found again and pruned again exactly."""
+    model = _build("narrow:resnet18", 32)
+    first = prune_channels(model, _random_keep(channel_groups(model), seed=3))
+    spec2 = channel_groups(first)
+    assert spec2["layer2"].width == len(_random_keep(channel_groups(model), seed=3)["layer2"])
+    keep2 = _random_keep(spec2, seed=4)
+    silenced = dead_channel_model(first, keep2, spec2)
+    second = prune_channels(silenced, keep2, spec2)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(second(x), silenced(x), atol=2e-5, rtol=1e-4)
