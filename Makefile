@@ -7,7 +7,6 @@ export DATA_ROOT
 
 install:
 	python3 -m venv .venv
-	.venv/bin/pip install --upgrade pip
 	.venv/bin/pip install -e ".[test]"
 
 test:
