@@ -662,6 +662,8 @@ def _matches(row: dict, flt: dict) -> bool:
     for col, want in flt.items():
         have = (row.get("extra") or {}).get(col[6:]) if col.startswith("extra.") else row.get(col)
         wants = want if isinstance(want, list) else [want]
+        if None in wants and have in (None, "", "None", "null"):
+            continue
         if str(have) not in {str(w) for w in wants}:
             # numbers written differently ("5" vs "5.0")
             hv = _float(have)
