@@ -32,6 +32,8 @@ ORDER = ("reproduced", "in band", "out of band", "known gap", "reduced", "not ru
 def _fmt(v: float | None, digits: int = 2) -> str:
     if v is None:
         return "—"
+    if float(v).is_integer() and abs(v) >= 1000:
+        return str(int(v))
     if abs(v) >= 1e5:
         return f"{v:.4g}"
     return f"{v:.{digits}f}"
