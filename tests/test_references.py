@@ -318,8 +318,17 @@ def test_every_entry_has_config_or_reason_and_every_config_a_reference():
     problems = []
     for c in configs:
         stem = os.path.relpath(c.path, R.ROOT / "conf" / "experiment")[:-5]
+        if not (c.command == f"python train.py experiment={stem}"
+                or (c.command or "").startswith(f"python train.py experiment={stem} ")):
+            problems.append(f"{c.path}: first command comment is {c.command!r}, expected "
+                            f"'python train.py experiment={stem}'")
+        if R.method_status(c.method) == "missing":
+            problems.append(f"{c.path}: method {c.method!r} has no conf/method/{c.method}.yaml")
         if not c.reference:
-            problems.append(f"{c.path}: field 'reference' is missing")
+            # reduced/smoke cells are judged by claims; experiments outside the 17 papers (e.g. backbones)
+            # are not judged at all. A paper-fidelity cell of a paper must cite its reference entry.
+            if c.paper in R.PAPERS and c.fidelity == "paper":
+                problems.append(f"{c.path}: field 'reference' is missing for a paper-fidelity cell of {c.paper!r}")
             continue
         try:
             e = R.lookup(refs, c.reference)
@@ -330,11 +339,6 @@ def test_every_entry_has_config_or_reason_and_every_config_a_reference():
             problems.append(f"{c.path}: field 'paper' is {c.paper!r}, the reference belongs to {e.paper!r}")
         if c.fidelity not in ("paper", "reduced", "smoke"):
             problems.append(f"{c.path}: field 'fidelity' is {c.fidelity!r}")
-        if c.command != f"python train.py experiment={stem}":
-            problems.append(f"{c.path}: first command comment is {c.command!r}, expected "
-                            f"'python train.py experiment={stem}'")
-        if R.method_status(c.method) == "missing":
-            problems.append(f"{c.path}: method {c.method!r} has no conf/method/{c.method}.yaml")
         cited.setdefault(c.reference, []).append(c.path)
     for ref in refs.values():
         for e in ref.entries.values():
@@ -344,25 +348,22 @@ def test_every_entry_has_config_or_reason_and_every_config_a_reference():
     assert not problems, "\n".join(problems)
 
 
-def test_experiment_configs_compose_and_pending_methods_fail_clearly():
+def test_experiment_configs_compose_and_pending_methods_fail_clearly(compose):
     """One composed config per (paper, method) of this issue's papers; pending methods stop at validation."""
-    from hydra import compose, initialize_config_dir
-
     from engine.config import ConfigError, validate
 
     picked = {}
     for c in R.load_experiment_configs():
         if c.paper in ("acp", "aip", "autorecon", "pa", "nasb", "sketch", "nat"):
-            picked.setdefault((c.paper, c.method, c.data), c)
-    assert len(picked) >= 6
-    with initialize_config_dir(config_dir=str(R.ROOT / "conf"), version_base="1.3"):
-        for c in picked.values():
-            stem = os.path.relpath(c.path, R.ROOT / "conf" / "experiment")[:-5]
-            cfg = compose(config_name="config", overrides=[f"experiment={stem}"])
-            assert (cfg.reference, cfg.fidelity, cfg.method.name, cfg.data.name) == (c.reference, "paper", c.method,
-                                                                                       c.data)
-            if R.method_status(c.method) == "pending":
-                with pytest.raises(ConfigError, match=f"method '{c.method}' .* not implemented yet"):
-                    validate(cfg)
-            else:
+            picked.setdefault((c.paper, c.method), c)
+    assert len(picked) >= 5
+    for c in picked.values():
+        stem = os.path.relpath(c.path, R.ROOT / "conf" / "experiment")[:-5]
+        cfg = compose([f"experiment={stem}"])
+        assert (cfg.reference, cfg.fidelity, cfg.method.name, cfg.data.name) == (c.reference, "paper", c.method,
+                                                                                   c.data)
+        if R.method_status(c.method) == "pending":
+            with pytest.raises(ConfigError, match=f"method '{c.method}' .* not implemented yet"):
                 validate(cfg)
+        else:
+            validate(cfg)

@@ -35,9 +35,10 @@ JUDGED = [r for r in PAPER_ROWS if r.get("reference")]
 
 
 def test_paper_fidelity_rows_cite_a_reference():
-    """A paper-fidelity row without a reference could never be judged: it must come from an experiment config."""
+    """A paper-fidelity row of one of the 17 papers must cite its reference entry (rows of infrastructure
+    experiments such as ``backbones`` are recorded, not judged)."""
     orphans = [f"{r['_file']}, line {r['_line']}, run {r.get('run_id')!r}: field 'reference' is empty"
-               for r in PAPER_ROWS if not r.get("reference")]
+               for r in PAPER_ROWS if not r.get("reference") and r.get("paper") in R.PAPERS]
     assert not orphans, "\n".join(orphans)
 
 
