@@ -42,7 +42,7 @@ PARAMS_CONVENTIONS = ("all", "conv_fc_weights_biases", "conv_fc_weights")
 COUNTERS = ("thop-0.0.31", "thop-0.1.1", "ptflops", "own", "unknown")
 FIDELITIES = ("paper", "reduced", "smoke", "adhoc")
 #: unit -> scale to the suite's base unit (count, %, x, bits ...)
-UNITS = {"count": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "%": 1.0, "pp": 1.0, "x": 1.0, "bits": 1.0,
+UNITS = {"count": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "%": 1.0, "pp": 1.0, "points": 1.0, "x": 1.0, "bits": 1.0,
          "KB": 8e3, "MB": 8e6, "MiB": 8 * 2.0 ** 20, "ms": 1.0, "s": 1.0, "score": 1.0, "ratio": 1.0}
 #: metrics that are complexity counts (compared in base units; `exact: true` allowed)
 COMPLEXITY_METRICS = ("params", "flops", "macs", "bops", "ops", "size_bits", "nonzero_params")
@@ -119,7 +119,7 @@ class Entry:
     protocol: dict = field(default_factory=dict)
     known_gap: str | None = None
     runnable: bool | str = True
-    architecture: dict | None = None
+    architecture: dict | str | None = None
     notes: str | None = None
     path: str = ""
 
@@ -254,14 +254,10 @@ def _metric(name: str, raw: Any, path: str, what: str) -> Metric:
     exact = raw.get("exact", False)
     if not isinstance(exact, bool):
         raise ReferenceError(f"{_where(path, what, f'{fld}.exact')}: expected true/false, got {exact!r}")
-    if exact and name not in COMPLEXITY_METRICS:
-        raise ReferenceError(f"{_where(path, what, f'{fld}.exact')}: exact applies to complexity metrics "
-                             f"{list(COMPLEXITY_METRICS)} only")
     band = None
     if raw.get("band") is not None:
         band = _band(raw["band"], path, what, f"{fld}.band")
-    elif not exact:
-        raise ReferenceError(f"{_where(path, what, f'{fld}.band')}: a metric that is not exact needs a band")
+    # neither band nor exact: an informational number (shown in the report, never judged)
     return Metric(name=name, value=value, unit=unit, band=band, exact=exact)
 
 
@@ -324,8 +320,9 @@ def _entry(paper: str, i: int, raw: Any, path: str, models: set[str] | None) -> 
         if raw.get(fld) is not None and not isinstance(raw[fld], (str, int, float)):
             raise ReferenceError(f"{_where(path, what, fld)}: expected a string or null, got {raw[fld]!r}")
     arch = raw.get("architecture")
-    if arch is not None and not isinstance(arch, dict):
-        raise ReferenceError(f"{_where(path, what, 'architecture')}: expected a mapping of build_model kwargs")
+    if arch is not None and not isinstance(arch, (dict, str)):
+        raise ReferenceError(f"{_where(path, what, 'architecture')}: expected a mapping of build_model kwargs "
+                             f"(or a string naming where the architecture is specified), got {arch!r}")
     variant = raw.get("variant")
     return Entry(paper=paper, key=key, table=raw["table"], dataset=dataset, model=model, method=method,
                  variant=None if variant is None else str(variant), metrics=metrics, source=raw["source"],
@@ -636,7 +633,7 @@ class Judgement:
         if self.fidelity != "paper":
             return f"{self.fidelity} (judged by claims)"
         if self.band is None:
-            return "no band"
+            return "informational"
         if self.within(self.mean):
             return "reproduced" if self.entry.verified else "in band"
         return "known gap" if self.entry.known_gap else "out of band"

@@ -25,6 +25,7 @@ from pathlib import Path
 from engine import references as R
 
 ROOT = R.ROOT
+EXACT_FROM_MODEL = ("params", "flops", "macs", "bops", "ops", "size_bits")
 ORDER = ("reproduced", "in band", "out of band", "known gap", "reduced", "not run", "not runnable here",
          "pending method", "no config")
 
@@ -186,16 +187,19 @@ def paper_report(ref: R.PaperReference, rows: list[dict], configs: list[R.Experi
             cells = []
             for m in e.metrics.values():
                 if m.exact:
-                    exact_lines.append(f"| {e.key} | {e.model} | {m.name} | {_fmt(m.value)} {m.unit} |")
+                    who = ("tests/test_reference_complexity.py" if m.name in EXACT_FROM_MODEL
+                           and not isinstance(e.architecture, str) else "the method's own tests")
+                    exact_lines.append(f"| {e.key} | {e.model} | {m.name} | {_fmt(m.value)} {m.unit} | {who} |")
                     continue
                 j = R.judge_metric(e, m, rows, "paper", conv)
                 if not j.values:
                     jr = R.judge_metric(e, m, rows, "reduced", conv)
                     j = jr if jr.values else j
-                status = cell_status(e, j, cfgs, conf_dir)
+                status = cell_status(e, j, cfgs, conf_dir) if m.band is not None else "informational (not judged)"
                 if status == "known gap":
                     status = f"known gap: {e.known_gap}"
-                cells.append(status.split(":")[0] if status.startswith("known gap") else status)
+                if m.band is not None:
+                    cells.append(status.split(":")[0] if status.startswith("known gap") else status)
                 ours = "—" if not j.values else (
                     f"{_fmt(j.mean)} ± {_fmt(j.std)}" if j.std is not None else _fmt(j.mean))
                 delta = "—" if j.delta is None else f"{j.delta:+.2f}"
@@ -211,9 +215,10 @@ def paper_report(ref: R.PaperReference, rows: list[dict], configs: list[R.Experi
         lines.append("")
     if exact_lines:
         lines += ["## Exact complexity entries", "",
-                  "Recomputed from the architecture under the paper's convention by "
+                  "Recomputed from the architecture: params/FLOPs/MACs/BOPs/OPs/size under the paper's convention by "
                   "`tests/test_reference_complexity.py` (held within the paper's rounding, or 1% with both numbers "
-                  "printed on mismatch).", "", "| entry | model | metric | reported |", "|---|---|---|---|"]
+                  "printed); method-specific counts by the method's own tests.", "",
+                  "| entry | model | metric | reported | recomputed by |", "|---|---|---|---|---|"]
         lines += exact_lines + [""]
     if not ref.entries:
         lines += ["## Entries", "", "No reported number is available for this paper (see the reference file's notes); "

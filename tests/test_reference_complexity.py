@@ -20,11 +20,16 @@ DATASET_SHAPES = {"mnist": (10, (1, 28, 28)), "fashion_mnist": (10, (1, 28, 28))
                   "imagenet": (1000, (3, 224, 224))}
 
 REFS = R.load_references()
-CASES = [(e, m) for ref in REFS.values() for e in ref.entries.values() for m in e.metrics.values() if m.exact]
+#: counts recomputable from the architecture; other exact metrics (e.g. TT params, bits per weight) are
+#: recomputed by their method's own tests
+FROM_MODEL = ("params", "flops", "macs", "bops", "ops", "size_bits")
+CASES = [(e, m) for ref in REFS.values() for e in ref.entries.values() for m in e.metrics.values()
+         if m.exact and m.name in FROM_MODEL]
 
 
 def input_shape(entry: R.Entry) -> tuple[int, ...]:
-    res = entry.protocol.get("input_res") or (entry.architecture or {}).get("input_res")
+    arch = entry.architecture if isinstance(entry.architecture, dict) else {}
+    res = entry.protocol.get("input_res") or arch.get("input_res")
     if res:
         return tuple(res)
     conv = REFS[entry.paper].conventions
@@ -48,6 +53,8 @@ def counts(ref: str) -> dict:
 
 @pytest.mark.parametrize("entry,metric", CASES, ids=[f"{e.ref}.{m.name}" for e, m in CASES])
 def test_exact_complexity(entry, metric):
+    if isinstance(entry.architecture, str):
+        pytest.skip(f"{entry.ref}: architecture specified in {entry.architecture!r}, recomputed by the method's tests")
     if entry.dataset not in DATASET_SHAPES:
         pytest.fail(f"{entry.path}: entry '{entry.key}': field 'dataset' {entry.dataset!r} has no input shape here")
     c = counts(entry.ref)

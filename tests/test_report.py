@@ -109,7 +109,7 @@ def test_report_tables_statuses_claims_plot_and_index(tree):
     assert "| 1.99 | 2.50 | +0.51 | 0.15 | known gap: solver unknown | paper | 1 | no (labelled) |" in line
     assert "| alexnet_dns | imagenet | alexnet | dns |  | top1_error (%) | 43.09 | — | — | 0.30 | not runnable here |" in md
     assert "| lenet5_ref |" in md and "pending method |" in md
-    assert "| lenet5_dns | lenet5 | params | 431080 count |" in md        # exact section
+    assert "| lenet5_dns | lenet5 | params | 431080 count | tests/test_reference_complexity.py |" in md
     assert "**dns_no_loss** — held." in md
     assert "= -0.070 vs margin -0.200 -> held (enforced by tests/test_repro.py)" in md
     assert "![mnist](pareto_mnist.png)" in md
