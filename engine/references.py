@@ -42,7 +42,7 @@ PARAMS_CONVENTIONS = ("all", "conv_fc_weights_biases", "conv_fc_weights")
 COUNTERS = ("thop-0.0.31", "thop-0.1.1", "ptflops", "own", "unknown")
 FIDELITIES = ("paper", "reduced", "smoke", "adhoc")
 #: unit -> scale to the suite's base unit (count, %, x, bits ...)
-UNITS = {"count": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "%": 1.0, "pp": 1.0, "points": 1.0, "x": 1.0, "bits": 1.0,
+UNITS = {"count": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "%": 1.0, "pp": 1.0, "points": 1.0, "x": 1.0, "bits": 1.0, "rho": 1.0, "r": 1.0,
          "KB": 8e3, "MB": 8e6, "MiB": 8 * 2.0 ** 20, "ms": 1.0, "s": 1.0, "score": 1.0, "ratio": 1.0}
 #: metrics that are complexity counts (compared in base units; `exact: true` allowed)
 COMPLEXITY_METRICS = ("params", "flops", "macs", "bops", "ops", "size_bits", "nonzero_params")
@@ -56,7 +56,8 @@ ENTRY_FIELDS = {"key", "table", "dataset", "model", "method", "variant", "metric
 ENTRY_REQUIRED = {"key", "table", "dataset", "model", "method", "metrics", "source", "verified"}
 METRIC_FIELDS = {"value", "unit", "band", "exact", "notes"}
 BAND_FIELDS = {"paper_pm", "floor", "k_std"}
-CLAIM_FIELDS = {"id", "text", "source", "compare", "enforce", "verified", "notes"}
+CLAIM_FIELDS = {"id", "text", "source", "compare", "within_row", "enforce", "verified", "notes"}
+WITHIN_ROW_FIELDS = {"filter", "metric", "min", "other", "margin"}
 COMPARE_FIELDS = {"metric", "better", "worse", "same", "margin"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.+\-]*$")
 
@@ -84,7 +85,7 @@ class Band:
 @dataclass(frozen=True)
 class Metric:
     name: str
-    value: float
+    value: float | None            # None: the paper's number is not available (a placeholder, never judged)
     unit: str
     band: Band | None = None
     exact: bool = False
@@ -138,14 +139,15 @@ class Claim:
     id: str
     text: str
     source: str
-    metric: str
+    metric: str | None             # None: a qualitative claim without a row comparison (reported, not tested)
     better: dict
     worse: dict
     same: list[str]
-    margin: float
+    margin: float | None
     enforce: bool | None = None     # None: enforced for paper-fidelity groups only
     verified: bool | None = None
     notes: str | None = None
+    within_row: dict | None = None  # per-row statement: metric >= min, or metric - other >= margin
 
 
 @dataclass
@@ -249,7 +251,7 @@ def _metric(name: str, raw: Any, path: str, what: str) -> Metric:
     fld = f"metrics.{name}"
     _name(name, path, what, fld)
     _check_keys(raw, METRIC_FIELDS, {"value", "unit"}, path, what, fld + ".")
-    value = _number(raw["value"], path, what, f"{fld}.value")
+    value = _number(raw["value"], path, what, f"{fld}.value", allow_none=True)
     unit = _choice(raw["unit"], UNITS, path, what, f"{fld}.unit")
     exact = raw.get("exact", False)
     if not isinstance(exact, bool):
@@ -257,6 +259,9 @@ def _metric(name: str, raw: Any, path: str, what: str) -> Metric:
     band = None
     if raw.get("band") is not None:
         band = _band(raw["band"], path, what, f"{fld}.band")
+    if value is None and (band is not None or exact):
+        raise ReferenceError(f"{_where(path, what, f'{fld}.value')}: a metric with a band or exact: true needs a "
+                             "number (null marks a number the paper's notes do not have)")
     # neither band nor exact: an informational number (shown in the report, never judged)
     return Metric(name=name, value=value, unit=unit, band=band, exact=exact)
 
@@ -333,9 +338,38 @@ def _entry(paper: str, i: int, raw: Any, path: str, models: set[str] | None) -> 
 def _claim(paper: str, i: int, raw: Any, path: str) -> Claim:
     cid = raw.get("id") if isinstance(raw, dict) else None
     what = f"claim '{cid}'" if cid else f"claim #{i}"
-    _check_keys(raw, CLAIM_FIELDS, {"id", "text", "source", "compare"}, path, what)
+    _check_keys(raw, CLAIM_FIELDS, {"id", "text", "source"}, path, what)
     _name(cid, path, what, "id")
-    comp = raw["compare"]
+    for flag in ("enforce", "verified"):
+        if raw.get(flag) is not None and not isinstance(raw[flag], bool):
+            raise ReferenceError(f"{_where(path, what, flag)}: expected true/false, got {raw[flag]!r}")
+    comp = raw.get("compare")
+    within = raw.get("within_row")
+    if comp is not None and within is not None:
+        raise ReferenceError(f"{_where(path, what, 'within_row')}: give either 'compare' or 'within_row', not both")
+    if within is not None:   # a statement about each row on its own
+        _check_keys(within, WITHIN_ROW_FIELDS, {"filter", "metric"}, path, what, "within_row.")
+        if not isinstance(within["filter"], dict) or not within["filter"]:
+            raise ReferenceError(f"{_where(path, what, 'within_row.filter')}: expected a non-empty row filter")
+        if ("min" in within) == ("other" in within):
+            raise ReferenceError(f"{_where(path, what, 'within_row.min')}: give exactly one of 'min' or "
+                                 "'other' (+ 'margin')")
+        threshold = _number(within.get("min", within.get("margin", 0.0)), path, what,
+                            "within_row.min" if "min" in within else "within_row.margin")
+        return Claim(paper=paper, id=cid, text=str(raw["text"]), source=str(raw["source"]),
+                     metric=str(within["metric"]), better=dict(within["filter"]), worse={}, same=["run_id"],
+                     margin=0.0 if "min" in within else threshold, enforce=raw.get("enforce"),
+                     verified=raw.get("verified"), notes=raw.get("notes"),
+                     within_row={"other": within.get("other"), "min": within.get("min")})
+    if comp is None:   # qualitative: no row comparison; needs notes saying how it is checked
+        if not raw.get("notes"):
+            raise ReferenceError(f"{_where(path, what, 'compare')}: a claim without 'compare' must say in 'notes' "
+                                 "how it is checked")
+        if raw.get("enforce"):
+            raise ReferenceError(f"{_where(path, what, 'enforce')}: only a claim with 'compare' can be enforced")
+        return Claim(paper=paper, id=cid, text=str(raw["text"]), source=str(raw["source"]), metric=None, better={},
+                     worse={}, same=[], margin=None, enforce=False, verified=raw.get("verified"),
+                     notes=raw.get("notes"))
     _check_keys(comp, COMPARE_FIELDS, COMPARE_FIELDS, path, what, "compare.")
     for side in ("better", "worse"):
         if not isinstance(comp[side], dict) or not comp[side]:
@@ -344,9 +378,6 @@ def _claim(paper: str, i: int, raw: Any, path: str) -> Claim:
     same = comp["same"]
     if not isinstance(same, list) or not all(isinstance(s, str) for s in same):
         raise ReferenceError(f"{_where(path, what, 'compare.same')}: expected a list of column names")
-    for flag in ("enforce", "verified"):
-        if raw.get(flag) is not None and not isinstance(raw[flag], bool):
-            raise ReferenceError(f"{_where(path, what, flag)}: expected true/false, got {raw[flag]!r}")
     return Claim(paper=paper, id=cid, text=str(raw["text"]), source=str(raw["source"]),
                  metric=str(comp["metric"]), better=dict(comp["better"]), worse=dict(comp["worse"]),
                  same=list(same), margin=_number(comp["margin"], path, what, "compare.margin"),
@@ -616,14 +647,15 @@ class Judgement:
 
     @property
     def delta(self) -> float | None:
-        return None if self.mean is None else self.mean - self.metric.value
+        return None if self.mean is None or self.metric.value is None else self.mean - self.metric.value
 
     @property
     def band(self) -> float | None:
         return None if self.metric.band is None else self.metric.band.width(self.std)
 
     def within(self, value: float) -> bool:
-        return self.band is not None and abs(value - self.metric.value) <= self.band + 1e-9
+        return (self.band is not None and self.metric.value is not None
+                and abs(value - self.metric.value) <= self.band + 1e-9)
 
     @property
     def status(self) -> str:
@@ -698,6 +730,8 @@ class ClaimResult:
 
     @property
     def status(self) -> str:
+        if self.claim.metric is None:
+            return "qualitative (no row comparison)"
         if not self.groups:
             return "not tested"
         held = [self.held(g) for g in self.groups]
@@ -718,6 +752,10 @@ def evaluate_claim(claim: Claim, rows: list[dict], conv: Conventions | None = No
     """Group rows by the claim's ``same`` fields, average seeds per side, compare with the margin.
 
     Only ``paper`` and ``reduced`` rows take part (``smoke``/``adhoc`` rows are never judged)."""
+    if claim.metric is None:
+        return ClaimResult(claim=claim, groups=[])
+    if claim.within_row is not None:
+        return _evaluate_within_row(claim, rows, conv)
     groups: dict[tuple, dict] = {}
     for row in rows:
         if row.get("fidelity") not in ("paper", "reduced"):
@@ -743,6 +781,24 @@ def evaluate_claim(claim: Claim, rows: list[dict], conv: Conventions | None = No
     return ClaimResult(claim=claim, groups=out)
 
 
+def _evaluate_within_row(claim: Claim, rows: list[dict], conv: Conventions | None) -> ClaimResult:
+    """One group per matching row: ``metric >= min`` (worse side = the threshold), or
+    ``metric - other >= margin`` (worse side = the row's ``other`` value)."""
+    out = []
+    for row in rows:
+        if row.get("fidelity") not in ("paper", "reduced") or not _matches(row, claim.better):
+            continue
+        v = row_value(row, claim.metric, conv)
+        other = claim.within_row["other"]
+        w = float(claim.within_row["min"]) if other is None else row_value(row, other, conv)
+        if v is None or w is None:
+            continue
+        rid = row.get("run_id") or f"{os.path.basename(row.get('_file', '?'))}:{row.get('_line')}"
+        out.append(ClaimGroup(key=(rid,), better=[v], worse=[w], better_ids=[rid],
+                              worse_ids=["threshold" if other is None else other], fidelity=row.get("fidelity")))
+    return ClaimResult(claim=claim, groups=out)
+
+
 # ---- experiment configs --------------------------------------------------------------------------------
 
 @dataclass
@@ -752,6 +808,7 @@ class ExperimentConfig:
     name: str | None
     reference: str | None
     fidelity: str | None
+    variant: str | None
     method: str | None
     data: str | None
     model: str | None
@@ -775,9 +832,10 @@ def load_experiment_configs(conf_dir: str | os.PathLike = ROOT / "conf") -> list
                 for k, v in d.items():
                     groups[k.replace("override", "").strip().lstrip("/")] = v
         command = next((ln.lstrip("# ").strip() for ln in text.splitlines()
-                        if ln.startswith("#") and "train.py" in ln), None)
+                        if ln.startswith("#") and ln.lstrip("# ").startswith("python ")), None)
         out.append(ExperimentConfig(path=path, paper=raw.get("paper"), name=raw.get("name"),
                                     reference=raw.get("reference"), fidelity=raw.get("fidelity"),
+                                    variant=None if raw.get("variant") is None else str(raw.get("variant")),
                                     method=groups.get("method"), data=groups.get("data"), model=groups.get("model"),
                                     command=command))
     return out

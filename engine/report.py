@@ -195,7 +195,8 @@ def paper_report(ref: R.PaperReference, rows: list[dict], configs: list[R.Experi
                 if not j.values:
                     jr = R.judge_metric(e, m, rows, "reduced", conv)
                     j = jr if jr.values else j
-                status = cell_status(e, j, cfgs, conf_dir) if m.band is not None else "informational (not judged)"
+                status = (cell_status(e, j, cfgs, conf_dir) if m.band is not None else
+                          "informational (not judged)" if m.value is not None else "no reported value")
                 if status == "known gap":
                     status = f"known gap: {e.known_gap}"
                 if m.band is not None:
@@ -237,12 +238,12 @@ def paper_report(ref: R.PaperReference, rows: list[dict], configs: list[R.Experi
             claim_summary["tested"] += 1
             claim_summary["held"] += res.status == "held"
         label = "" if c.verified is not False else " (unverified source)"
-        lines.append(f"- **{c.id}** — {res.status}{label}. {_md_escape(c.text)} "
-                     f"[{_md_escape(c.source)}; metric {c.metric}, margin {c.margin:+g}]")
+        how = (f"metric {c.metric}, margin {c.margin:+g}" if c.metric else f"checked: {_md_escape(c.notes)}")
+        lines.append(f"- **{c.id}** — {res.status}{label}. {_md_escape(c.text)} [{_md_escape(c.source)}; {how}]")
         for ev in res.evidence():
             enforced = " (enforced by tests/test_repro.py)" if res.enforced(res.groups[0]) else ""
             lines.append(f"  - {ev}{enforced}")
-        if not res.groups:
+        if not res.groups and c.metric:
             lines.append("  - no committed paper/reduced rows on both sides of the comparison")
     lines.append("")
     datasets = sorted({r.get("dataset") for r in paper_rows if r.get("dataset") in plots})

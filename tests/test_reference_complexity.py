@@ -4,7 +4,8 @@ The model is ``models.build_model(entry.model, num_classes=<dataset>, in_channel
 **entry.architecture)``, measured by ``engine.complexity`` and counted under the paper's declared
 ``conventions`` (``engine.references.convention_counts``). It must match the printed value within the
 paper's rounding; a value off the rounding but within 1% passes with a warning that prints both numbers
-(the report's "Exact complexity" section lists these entries); anything further is a failure showing both.
+(the report's "Exact complexity" section lists these entries); anything further is a failure showing both,
+or an xfail carrying the entry's ``known_gap`` reason and both numbers.
 """
 from __future__ import annotations
 
@@ -45,9 +46,9 @@ def counts(ref: str) -> dict:
     entry = R.lookup(REFS, ref)
     num_classes, _ = DATASET_SHAPES[entry.dataset]
     shape = input_shape(entry)
-    kwargs = {k: v for k, v in (entry.architecture or {}).items() if k not in ("input_res", "num_classes")}
-    num_classes = (entry.architecture or {}).get("num_classes", num_classes)
-    model = build_model(entry.model, num_classes=num_classes, in_channels=shape[0], image_size=shape[-1], **kwargs)
+    kwargs = {"num_classes": num_classes, "in_channels": shape[0], "image_size": shape[-1]}
+    kwargs.update({k: v for k, v in (entry.architecture or {}).items() if k != "input_res"})
+    model = build_model(entry.model, **kwargs)
     return R.convention_counts(model, shape, REFS[entry.paper].conventions)
 
 
@@ -66,6 +67,8 @@ def test_exact_complexity(entry, metric):
     msg = (f"{entry.ref} {metric.name}: reported {metric.value:g} {metric.unit}, ours {ours:.4f} {metric.unit} "
            f"({REFS[entry.paper].conventions.counter}, flops={REFS[entry.paper].conventions.flops}; "
            f"raw conv/linear MACs {c['raw_macs'] / metric.scale:.4f}; {status})")
+    if status == "mismatch" and entry.known_gap:
+        pytest.xfail(f"known gap: {entry.known_gap} ({msg})")
     assert status != "mismatch", msg
     if status != "exact":
         warnings.warn(msg)

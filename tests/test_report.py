@@ -31,6 +31,7 @@ REF = textwrap.dedent("""\
         method: dns
         metrics:
           top1_error: {value: 1.99, unit: "%", band: {floor: 0.15}}
+          compression_ratio: {value: 56, unit: x}
         source: test
         verified: false
         known_gap: "solver unknown"
@@ -107,6 +108,8 @@ def test_report_tables_statuses_claims_plot_and_index(tree):
     assert "| 0.91 | 0.97 ± 0.03 | +0.06 | 0.15 | reproduced | paper | 2 | yes |" in line
     line = next(ln for ln in md.splitlines() if ln.startswith("| lenet300_dns "))
     assert "| 1.99 | 2.50 | +0.51 | 0.15 | known gap: solver unknown | paper | 1 | no (labelled) |" in line
+    assert "| lenet300_dns | mnist | lenet300_100 | dns |  | compression_ratio (x) | 56.00 | — | — | — | " \
+           "informational (not judged) |" in md
     assert "| alexnet_dns | imagenet | alexnet | dns |  | top1_error (%) | 43.09 | — | — | 0.30 | not runnable here |" in md
     assert "| lenet5_ref |" in md and "pending method |" in md
     assert "| lenet5_dns | lenet5 | params | 431080 count | tests/test_reference_complexity.py |" in md
