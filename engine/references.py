@@ -462,7 +462,8 @@ def convention_terms(model, input_shape: tuple[int, ...], counter: str, bn_count
       AvgPool 1 per output element; AdaptiveAvgPool (kernel + 1) per output element; ReLU, MaxPool 0.
     - ``thop-0.1.1``: conv bias not counted; BatchNorm 2 per input element, ×2 when affine; pooling as 0.0.31.
     - ``ptflops``: +1 per conv output element with bias; BatchNorm 1 per input element, ×2 when affine;
-      ReLU-family 1 per output element; every pooling 1 per input element; Linear bias 1 per output element.
+      ReLU-family 1 per output element; every pooling 1 per input element; Linear bias 1 per output element
+      (ptflops' module hooks: equal to ptflops 0.7.5 with ``count_functional=False``).
     - ``own`` / ``unknown``: nothing added (conv + linear MACs only).
 
     ``bn_counted=False`` drops the BatchNorm term, ``True`` keeps it (``None``: the counter's rule).
