@@ -20,7 +20,6 @@ import os
 import statistics
 import sys
 from collections import defaultdict
-from pathlib import Path
 
 from engine import references as R
 

@@ -6,7 +6,6 @@ import shutil
 import textwrap
 
 import pytest
-import torch
 import torch.nn as nn
 
 from engine import references as R
