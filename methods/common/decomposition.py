@@ -125,10 +125,20 @@ class TTSpec:
     def with_ranks(self, ranks) -> "TTSpec":
         return TTSpec(self.out_factors, self.in_factors, list(ranks), self.kernel_size)
 
+    def feasible(self) -> "TTSpec":
+        """Ranks lowered to what TT-SVD can produce: r_k <= r_{k-1} d_k and r_k <= d_{k+1} r_{k+1}
+        (tensorly and the official ``ten2tt`` lower them the same way)."""
+        r, d = list(self.ranks), self.shape
+        for k in range(1, len(r) - 1):
+            r[k] = min(r[k], r[k - 1] * d[k - 1])
+        for k in range(len(r) - 2, 0, -1):
+            r[k] = min(r[k], d[k] * r[k + 1])
+        return self.with_ranks(r)
+
     def scaled(self, alpha: float) -> "TTSpec":
-        """Interior ranks = max(1, round(alpha * full rank)) (the auto-rank rule)."""
+        """Interior ranks = max(1, round(alpha * full rank)), made feasible (the auto-rank rule)."""
         full = self.full_ranks()
-        return self.with_ranks([1] + [max(1, min(f, int(round(alpha * f)))) for f in full[1:-1]] + [1])
+        return self.with_ranks([1] + [max(1, min(f, int(round(alpha * f)))) for f in full[1:-1]] + [1]).feasible()
 
 
 def balanced_factors(n: int, parts: int, descending: bool = True) -> list[int]:
