@@ -20,7 +20,7 @@ Ranks (per compressed layer, boundary ones included): either explicit ``method.l
 ({conv name: {out: [m..], in: [n..], ranks: [...]}}, e.g. the official ResNet-32 "3x" and ResNet-18
 "special 2x" hp_dicts in the experiment files), or ``target_ratio`` with a ``layout``: every layer's interior
 ranks are the same fraction alpha of their full TT ranks, alpha the largest on a grid of 1/1000 steps whose
-whole-model compression ratio reaches the target (our rule: the paper's ResNet-20/32 ranks are unknown).
+compression ratio (``ratio_on``: whole model or decomposed layers) reaches the target (our rule: the paper's ResNet-20/32 ranks are unknown).
 
 Counting (note, "Counting"): ``compression_ratio`` = all parameters of the dense model / all parameters of
 the TT model (stem conv, shortcuts, BN and FC stay dense and count on both sides); also reported on the
@@ -38,7 +38,7 @@ from methods import Method, RunContext, Stage, register_method
 from methods.common.decomposition import (TTConv2d, TTSpec, auto_spec, block_convs, conv_io_sizes, set_submodule,
                                           tt_project)
 
-ALLOWED_KEYS = {"name", "family", "layout", "target_ratio", "layers", "rho", "rho_factor", "rho_milestones",
+ALLOWED_KEYS = {"name", "family", "layout", "target_ratio", "layers", "ratio_on", "rho", "rho_factor", "rho_milestones",
                 "eval_decomposition", "eval_limit_batches", "stages", "seed"}
 
 
@@ -130,16 +130,20 @@ class TTADMM(Method):
         for name in block_convs(model):
             conv = model.get_submodule(name)
             full[name] = auto_spec(conv.out_channels, conv.in_channels, conv.kernel_size[0], layout)
-        target = float(self.cfg.target_ratio)
+        target, on = float(self.cfg.target_ratio), self.cfg.get("ratio_on", "model")
+        if on not in ("model", "decomposed"):
+            raise ValueError(f"method.ratio_on={on!r}: allowed values are 'model' and 'decomposed'")
+        ratio = (lambda sp: compression_ratio(dense_params, sp)) if on == "model" else \
+            (lambda sp: sum(s.dense_params() for s in sp.values()) / sum(s.params() for s in sp.values()))
         best = None
         for i in range(1000, 0, -1):
             specs = {n: s.scaled(i / 1000) for n, s in full.items()}
-            if compression_ratio(dense_params, specs) >= target:
+            if ratio(specs) >= target:
                 best = specs
                 break
         if best is None:
-            raise ValueError(f"method.target_ratio={target}: not reachable with layout={layout} (all ranks 1 gives "
-                             f"{compression_ratio(dense_params, {n: s.scaled(0) for n, s in full.items()}):.2f}x)")
+            raise ValueError(f"method.target_ratio={target}: not reachable with layout={layout}, ratio_on={on} "
+                             f"(all ranks 1 gives {ratio({n: s.scaled(0) for n, s in full.items()}):.2f}x)")
         return best
 
     # ---- structure -------------------------------------------------------------------------------
