@@ -153,8 +153,16 @@ class TTADMM(Method):
         self.info.update(dense_params=dense.params, dense_macs=dense.macs)
         self.specs = self._explicit_specs(model) if self.cfg.get("layers") else self._auto_specs(model, dense.params)
         self.io = conv_io_sizes(model, list(self.specs), shape)
-        if self.decomposed:            # rebuilding a finished run (evaluate.py): the TT structure
-            model = self._decompose(model)
+        if self.decomposed:            # rebuilding a finished run (evaluate.py): the TT structure, weights loaded next
+            model = self.tt_structure(model)
+        return model
+
+    def tt_structure(self, model: nn.Module) -> nn.Module:
+        """Every compressed conv replaced by an (untrained) TT conv with its spec's ranks."""
+        for name, spec in self.specs.items():
+            conv = model.get_submodule(name)
+            set_submodule(model, name, TTConv2d(spec, conv.stride, conv.padding, conv.dilation,
+                                                conv.bias is not None).to(conv.weight.device))
         return model
 
     def _decompose(self, model: nn.Module) -> nn.Module:
