@@ -176,6 +176,8 @@ class TTADMM(Method):
         return model
 
     def _weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        model = getattr(model, "_orig_mod", model)        # torch.compile wrapper
+        model = getattr(model, "module", model)           # DDP wrapper (``loss`` sees the wrapped model)
         return {n: model.get_submodule(n).weight for n in self.specs}
 
     # ---- stages ----------------------------------------------------------------------------------
