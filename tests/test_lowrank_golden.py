@@ -146,3 +146,13 @@ def test_admm_steps_on_fixed_tensors():
     U2 = u_step(w, Z, U)
     assert torch.allclose(U2["w"], U["w"] + w["w"] - Z["w"])
     assert rho_at(0, 1e-3, 5.0, [3]) == 1e-3 and rho_at(3, 1e-3, 5.0, [3]) == pytest.approx(5e-3)
+
+
+def test_auto_shapes_and_feasible_ranks():
+    from methods.common.decomposition import auto_spec, balanced_factors
+    # the official ResNet-32 general shapes: 32 out -> [8, 4], 32 in -> [4, 8], 64 -> [8, 8]
+    assert balanced_factors(32, 2, True) == [8, 4] and balanced_factors(32, 2, False) == [4, 8]
+    assert auto_spec(64, 32, 3, "general").shape == [8, 8, 9, 4, 8]
+    assert auto_spec(16, 16, 3, "special").ranks == [1, 16, 16, 1]
+    # ranks [1, 40, 40, 40, 40, 1] on [8, 4, 9, 4, 8]: r1 <= 8, r4 <= 8, r3 <= 4 * 8 = 32, r2 <= min(8 * 4, 9 * 32)
+    assert TTSpec([8, 4], [4, 8], [1, 40, 40, 40, 40, 1], 3).feasible().ranks == [1, 8, 32, 32, 8, 1]
