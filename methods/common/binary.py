@@ -158,13 +158,40 @@ class _BinaryMixin:
         self.weight_estimator = weight_estimator
         self.scaling = scaling
         self.standardize = standardize
-        self.binarize_weights = binarize_weights
-        self.binarize_acts = binarize_acts
+        # kept in a buffer so a checkpoint remembers the stage's precision (W32A1 vs W1A1)
+        self.register_buffer("binary_flags", torch.tensor([bool(binarize_weights), bool(binarize_acts)]))
+        self._flags = (bool(binarize_weights), bool(binarize_acts))
         self.act_pre: nn.Module | None = None      # e.g. SD-BNN ASD: a -> a + beta(a)
         self.weight_pre: nn.Module | None = None   # e.g. SD-BNN WSD: w -> w + sigmoid(alpha) * 0.01 * mean(w)
         self.register_buffer("ede_k", torch.tensor(1.0))
         self.register_buffer("ede_t", torch.tensor(1.0))
         self.frozen = False                        # set by load_binary_export: weight already holds +-1
+
+    @property
+    def binarize_weights(self) -> bool:
+        return self._flags[0]
+
+    @binarize_weights.setter
+    def binarize_weights(self, value: bool) -> None:
+        self._set_flags(bool(value), self._flags[1])
+
+    @property
+    def binarize_acts(self) -> bool:
+        return self._flags[1]
+
+    @binarize_acts.setter
+    def binarize_acts(self, value: bool) -> None:
+        self._set_flags(self._flags[0], bool(value))
+
+    def _set_flags(self, bw: bool, ba: bool) -> None:
+        self._flags = (bw, ba)                       # python copy: no device sync in forward
+        self.binary_flags.copy_(torch.tensor([bw, ba]))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        flags = state_dict.get(prefix + "binary_flags")
+        if flags is not None:
+            self._flags = (bool(flags[0]), bool(flags[1]))
 
     # complexity declarations (engine/complexity.py reads these)
     @property
@@ -353,7 +380,7 @@ class BinaryMethod(Method):
 
     def _ede_epochs(self, stage_epochs) -> int:
         ede = self.cfg.get("ede") or {}
-        return int(ede.get("epochs") or stage_epochs or 1)
+        return int(stage_epochs or ede.get("epochs") or 1)
 
     def _apply_ede(self, model: nn.Module, epoch: int) -> None:
         if not self._uses_ede():
