@@ -135,6 +135,8 @@ class IR2Net(BinaryMethod):
     """Information restriction (loss) + information recovery (fusion module) — see the module docstring."""
 
     default_spec = {"act_estimator": "approx", "weight_estimator": "clipped"}
+    extra_keys = {"restriction": {"enabled", "lam", "attention_norm"},
+                  "recovery": {"enabled", "variant", "fusion", "ratio", "cheap_group_div"}}
 
     def __init__(self, cfg):
         super().__init__(cfg)

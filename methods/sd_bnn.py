@@ -101,6 +101,7 @@ class SDBNN(BinaryMethod):
     """ASD + WSD on the IR-Net-style binary backbone (EDE, no scaling) — see the module docstring."""
 
     default_spec = {"act_estimator": "ede", "weight_estimator": "ede"}
+    extra_keys = {"asd": {"enabled", "reduction"}, "wsd": {"enabled", "factor"}}
 
     def decorate(self, model: nn.Module, ctx: RunContext) -> nn.Module:
         asd = dict(self.cfg.get("asd") or {})

@@ -350,9 +350,22 @@ class BinaryMethod(Method):
 
     family = "binary"
     default_spec: dict = {}
+    #: allowed keys of the method config and of its sub-blocks (a misspelt key fails naming it)
+    config_keys: dict = {"name": None, "family": None, "binary": None, "arch": None, "stages": None,
+                         "implemented": None, "ede": {"tmin", "tmax", "epochs"}}
+    extra_keys: dict = {}
 
     def __init__(self, cfg):
         super().__init__(cfg)
+        allowed = {**self.config_keys, **self.extra_keys}
+        for key in cfg.keys():
+            if key not in allowed:
+                raise ValueError(f"method.{key} is not a key of method={cfg.get('name')}; allowed: {sorted(allowed)}")
+            sub = allowed[key]
+            if sub is not None and cfg.get(key) is not None:
+                bad = sorted(set(cfg[key].keys()) - sub)
+                if bad:
+                    raise ValueError(f"method.{key} has unknown keys {bad}; allowed: {sorted(sub)}")
         spec = dict(self.default_spec)
         spec.update(dict(cfg.get("binary") or {}))
         self.spec = BinarySpec.from_cfg(spec)
