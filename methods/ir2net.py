@@ -173,5 +173,10 @@ class IR2Net(BinaryMethod):
         out = super().metrics(model)
         if self._kept_n:
             out["restriction_kept_fraction"] = self._kept_sum / self._kept_n
-        out["fusion"] = type(model.fusion).__name__ if getattr(model, "fusion", None) is not None else "none"
+        fusion = getattr(model, "fusion", None)
+        out["fusion"] = type(fusion).__name__ if fusion is not None else "none"
+        last = getattr(model, "last_features", None)
+        if fusion is not None and last is not None:   # MACs of the FP fusion module alone (fusion_macs of ir2net.yaml)
+            from engine.complexity import measure
+            out["fusion_macs"] = measure(fusion, (model.fusion_channels(), *last.shape[-2:])).macs
         return out
