@@ -57,7 +57,7 @@ def _pick_act(act: str, image_size: int) -> str:
 
 
 class BinaryBackbone(nn.Module):
-    """Common forward tail: collect stage outputs for the fusion hook, pool, head."""
+    """Common parts: stage construction, the fusion hook, the pooled head."""
 
     arch_name = "?"
 
@@ -70,6 +70,18 @@ class BinaryBackbone(nn.Module):
         """Channels of the concatenated [stem, stages...] map the fusion module receives."""
         return sum(self.feature_widths)
 
+    @staticmethod
+    def _make_stages(make_block, blocks, widths) -> list[nn.Sequential]:
+        """Stages of ``blocks[i]`` blocks of width ``widths[i]``; the first block of stages 2+ has stride 2."""
+        in_planes, stages = widths[0], []
+        for i, (n, w) in enumerate(zip(blocks, widths)):
+            layer = []
+            for j in range(n):
+                layer.append(make_block(in_planes, w, 2 if (i > 0 and j == 0) else 1))
+                in_planes = w
+            stages.append(nn.Sequential(*layer))
+        return stages
+
     def _fuse(self, feats: list[torch.Tensor]) -> torch.Tensor:
         last = feats[-1]
         self.last_features = last
@@ -79,12 +91,52 @@ class BinaryBackbone(nn.Module):
         pooled = [F.adaptive_avg_pool2d(f, size) for f in feats[:-1]] + [last]
         return self.fusion(torch.cat(pooled, dim=1))
 
+    def _pooled_head(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        out = F.adaptive_avg_pool2d(self._fuse(feats), 1).flatten(1)
+        if self.head_bn is not None:
+            out = self.head_bn(out)
+        return self.fc(out)
 
-class _PerConvBlock(nn.Module):
-    """Two binary 3x3 convs, each with its own shortcut (Bi-Real / IR-Net CIFAR ResNet-20 block)."""
 
-    def __init__(self, spec, in_planes, planes, stride, act, downsample="A"):
+class _ResNetBackbone(BinaryBackbone):
+    """stem -> [pre-stage pooling] -> stages -> head; the stem output is the first fusion feature."""
+
+    def _setup_stem(self, spec, in_channels, widths, stem_kernel, stem_stride, act):
+        self.conv1 = spec.conv(in_channels, widths[0], stem_kernel, stem_stride, stem_kernel // 2, role="first")
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.act1 = _act(act, widths[0])
+        self.feature_widths = [widths[0], *widths]
+
+    def _setup_head(self, spec, num_classes, widths, head_bn):
+        self.head_bn = nn.BatchNorm1d(widths[-1]) if head_bn else None
+        self.fc = spec.linear(widths[-1], num_classes, role="last")
+
+    def _stages(self) -> list[nn.Module]:
+        return [getattr(self, f"layer{i}") for i in range(1, 5) if hasattr(self, f"layer{i}")]
+
+    def _pre_stages(self, x):
+        return x
+
+    def forward(self, x):
+        f = self.act1(self.bn1(self.conv1(x)))     # stem feature for fusion (after act, before any max-pool)
+        feats, h = [f], self._pre_stages(f)
+        for layer in self._stages():
+            h = layer(h)
+            feats.append(h)
+        return self._pooled_head(feats)
+
+
+class _TwoConvBlock(nn.Module):
+    """Two binary 3x3 convs.
+
+    ``per_conv=True`` (IR-Net / SD-BNN / IR²Net CIFAR ResNet-20): a shortcut around every conv,
+    ``act(BN(conv1 x) + sc(x)); act(BN(conv2 .) + .)``, option-A (zero-pad) or B (1x1 conv) downsample.
+    ``per_conv=False`` (their CIFAR ResNet-18): ``act(BN(conv1 x)); act(BN(conv2 .) + sc(x))``, 1x1 conv downsample.
+    """
+
+    def __init__(self, spec, in_planes, planes, stride, act, per_conv=True, downsample="A"):
         super().__init__()
+        self.per_conv = per_conv
         self.conv1 = spec.conv(in_planes, planes, 3, stride, 1, role="body")
         self.bn1 = nn.BatchNorm2d(planes)
         self.act1 = _act(act, planes)
@@ -102,11 +154,14 @@ class _PerConvBlock(nn.Module):
                 raise ValueError(f"model downsample={downsample!r} is not one of A, B")
 
     def forward(self, x):
-        out = self.act1(self.bn1(self.conv1(x)) + self.shortcut(x))
-        return self.act2(self.bn2(self.conv2(out)) + out)
+        if self.per_conv:
+            out = self.act1(self.bn1(self.conv1(x)) + self.shortcut(x))
+            return self.act2(self.bn2(self.conv2(out)) + out)
+        out = self.act1(self.bn1(self.conv1(x)))
+        return self.act2(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
-class BiRealCifarResNet(BinaryBackbone):
+class BiRealCifarResNet(_ResNetBackbone):
     def __init__(self, depth=20, num_classes=10, in_channels=3, spec=None, act="hardtanh", downsample="A",
                  widths=(16, 32, 64), head_bn=True):
         super().__init__()
@@ -114,93 +169,31 @@ class BiRealCifarResNet(BinaryBackbone):
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         spec = _spec(spec)
         self._init_hooks()
-        n = (depth - 2) // 6
         self.arch_name = f"bireal_resnet{depth}"
-        self.conv1 = spec.conv(in_channels, widths[0], 3, 1, 1, role="first")
-        self.bn1 = nn.BatchNorm2d(widths[0])
-        self.act1 = _act(act, widths[0])
-        stages, in_planes = [], widths[0]
-        for i, w in enumerate(widths):
-            blocks = []
-            for j in range(n):
-                blocks.append(_PerConvBlock(spec, in_planes, w, 2 if (i > 0 and j == 0) else 1, act, downsample))
-                in_planes = w
-            stages.append(nn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3 = stages
-        self.feature_widths = [widths[0], *widths]
-        self.head_bn = nn.BatchNorm1d(widths[-1]) if head_bn else None
-        self.fc = spec.linear(widths[-1], num_classes, role="last")
+        self._setup_stem(spec, in_channels, widths, 3, 1, act)
+        n = (depth - 2) // 6
+        self.layer1, self.layer2, self.layer3 = self._make_stages(
+            lambda i, o, s: _TwoConvBlock(spec, i, o, s, act, True, downsample), (n, n, n), widths)
+        self._setup_head(spec, num_classes, widths, head_bn)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
 
-    def forward(self, x):
-        f0 = self.act1(self.bn1(self.conv1(x)))
-        f1 = self.layer1(f0)
-        f2 = self.layer2(f1)
-        f3 = self.layer3(f2)
-        out = F.adaptive_avg_pool2d(self._fuse([f0, f1, f2, f3]), 1).flatten(1)
-        if self.head_bn is not None:
-            out = self.head_bn(out)
-        return self.fc(out)
 
-
-class _BasicBlock(nn.Module):
-    """CIFAR ResNet-18 block of the official codes: act(BN(conv1 x)); BN(conv2 .) + shortcut(x); act."""
-
-    def __init__(self, spec, in_planes, planes, stride, act):
-        super().__init__()
-        self.conv1 = spec.conv(in_planes, planes, 3, stride, 1, role="body")
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.act1 = _act(act, planes)
-        self.conv2 = spec.conv(planes, planes, 3, 1, 1, role="body")
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.act2 = _act(act, planes)
-        self.shortcut = nn.Identity()
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(spec.conv(in_planes, planes, 1, stride, role="downsample"),
-                                          nn.BatchNorm2d(planes))
-
-    def forward(self, x):
-        out = self.act1(self.bn1(self.conv1(x)))
-        return self.act2(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-class BinaryCifarResNet18(BinaryBackbone):
+class BinaryCifarResNet18(_ResNetBackbone):
     def __init__(self, num_classes=10, in_channels=3, spec=None, act="hardtanh", blocks=(2, 2, 2, 2),
                  widths=(64, 128, 256, 512), head_bn=True):
         super().__init__()
         spec = _spec(spec)
         self._init_hooks()
         self.arch_name = "bireal_resnet18"
-        self.conv1 = spec.conv(in_channels, widths[0], 3, 1, 1, role="first")
-        self.bn1 = nn.BatchNorm2d(widths[0])
-        self.act1 = _act(act, widths[0])
-        stages, in_planes = [], widths[0]
-        for i, (n, w) in enumerate(zip(blocks, widths)):
-            layer = []
-            for j in range(n):
-                layer.append(_BasicBlock(spec, in_planes, w, 2 if (i > 0 and j == 0) else 1, act))
-                in_planes = w
-            stages.append(nn.Sequential(*layer))
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.feature_widths = [widths[0], *widths]
-        self.head_bn = nn.BatchNorm1d(widths[-1]) if head_bn else None
-        self.fc = spec.linear(widths[-1], num_classes, role="last")
+        self._setup_stem(spec, in_channels, widths, 3, 1, act)
+        self.layer1, self.layer2, self.layer3, self.layer4 = self._make_stages(
+            lambda i, o, s: _TwoConvBlock(spec, i, o, s, act, False, "B"), blocks, widths)
+        self._setup_head(spec, num_classes, widths, head_bn)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
-
-    def forward(self, x):
-        f0 = self.act1(self.bn1(self.conv1(x)))
-        f1 = self.layer1(f0)
-        f2 = self.layer2(f1)
-        f3 = self.layer3(f2)
-        f4 = self.layer4(f3)
-        out = F.adaptive_avg_pool2d(self._fuse([f0, f1, f2, f3, f4]), 1).flatten(1)
-        if self.head_bn is not None:
-            out = self.head_bn(out)
-        return self.fc(out)
 
 
 class _BiRealBlock(nn.Module):
@@ -221,44 +214,26 @@ class _BiRealBlock(nn.Module):
         return self.act(self.bn(self.conv(x)) + residual)
 
 
-class BiRealImageNetResNet(BinaryBackbone):
+class BiRealImageNetResNet(_ResNetBackbone):
     def __init__(self, layers=(4, 4, 4, 4), num_classes=1000, in_channels=3, spec=None, act="prelu",
                  head_bn=False, widths=(64, 128, 256, 512), name="bireal_resnet18"):
         super().__init__()
         spec = _spec(spec)
         self._init_hooks()
         self.arch_name = name
-        self.conv1 = spec.conv(in_channels, widths[0], 7, 2, 3, role="first")
-        self.bn1 = nn.BatchNorm2d(widths[0])
-        self.act1 = _act(act, widths[0])
+        self._setup_stem(spec, in_channels, widths, 7, 2, act)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        stages, in_planes = [], widths[0]
-        for i, (n, w) in enumerate(zip(layers, widths)):
-            layer = []
-            for j in range(n):
-                layer.append(_BiRealBlock(spec, in_planes, w, 2 if (i > 0 and j == 0) else 1, act))
-                in_planes = w
-            stages.append(nn.Sequential(*layer))
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.feature_widths = [widths[0], *widths]
-        self.head_bn = nn.BatchNorm1d(widths[-1]) if head_bn else None
-        self.fc = spec.linear(widths[-1], num_classes, role="last")
+        self.layer1, self.layer2, self.layer3, self.layer4 = self._make_stages(
+            lambda i, o, s: _BiRealBlock(spec, i, o, s, act), layers, widths)
+        self._setup_head(spec, num_classes, widths, head_bn)
         from methods.common.binary import BINARY_LAYERS
         for m in self.modules():
             if isinstance(m, BINARY_LAYERS):
                 with torch.no_grad():   # official code: torch.rand(...) * 0.001
                     m.weight.copy_(torch.rand_like(m.weight) * 0.001)
 
-    def forward(self, x):
-        f0 = self.act1(self.bn1(self.conv1(x)))   # stem feature for fusion: after act, before max-pool
-        f1 = self.layer1(self.maxpool(f0))
-        f2 = self.layer2(f1)
-        f3 = self.layer3(f2)
-        f4 = self.layer4(f3)
-        out = F.adaptive_avg_pool2d(self._fuse([f0, f1, f2, f3, f4]), 1).flatten(1)
-        if self.head_bn is not None:
-            out = self.head_bn(out)
-        return self.fc(out)
+    def _pre_stages(self, x):
+        return self.maxpool(x)
 
 
 class BinaryVGGSmall(BinaryBackbone):

@@ -53,75 +53,46 @@ def _sign(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
 
 
-class _SignSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return _sign(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g
+ESTIMATORS = ("ste", "clipped", "approx", "ede")
 
 
-class _SignClipped(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return _sign(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * (x.abs() <= 1).to(g.dtype)
-
-
-class _SignApprox(torch.autograd.Function):
-    """Bi-Real ApproxSign: the derivative of the piecewise quadratic 2x ± x^2 on [-1, 1]."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return _sign(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
+def surrogate_grad(estimator: str, x: torch.Tensor, k: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """d sign(x)/dx as each estimator defines it (table in the module docstring)."""
+    if estimator == "ste":
+        return torch.ones_like(x)
+    if estimator == "clipped":
+        return (x.abs() <= 1).to(x.dtype)
+    if estimator == "approx":      # Bi-Real ApproxSign: derivative of the piecewise quadratic 2x -+ x^2 on [-1, 1)
         grad = torch.where(x < 0, 2 + 2 * x, 2 - 2 * x)
-        grad = torch.where((x >= -1) & (x < 1), grad, torch.zeros_like(grad))
-        return g * grad
+        return torch.where((x >= -1) & (x < 1), grad, torch.zeros_like(grad))
+    if estimator == "ede":         # IR-Net Error Decay Estimator
+        return k * t * (1 - torch.tanh(x * t) ** 2)
+    raise ValueError(f"unknown binary estimator {estimator!r}; allowed: {', '.join(ESTIMATORS)}")
 
 
-class _SignEDE(torch.autograd.Function):
-    """IR-Net Error Decay Estimator: d sign/dx ~ k * t * (1 - tanh^2(t x))."""
+class _Sign(torch.autograd.Function):
+    """sign(x) forward; the named estimator's surrogate derivative backward."""
 
     @staticmethod
-    def forward(ctx, x, k, t):
+    def forward(ctx, x, estimator, k, t):
         ctx.save_for_backward(x, k, t)
+        ctx.estimator = estimator
         return _sign(x)
 
     @staticmethod
     def backward(ctx, g):
         x, k, t = ctx.saved_tensors
-        return g * k * t * (1 - torch.tanh(x * t) ** 2), None, None
-
-
-ESTIMATORS = ("ste", "clipped", "approx", "ede")
+        return g * surrogate_grad(ctx.estimator, x, k, t), None, None, None
 
 
 def binarize(x: torch.Tensor, estimator: str, k: torch.Tensor | float = 1.0,
              t: torch.Tensor | float = 1.0) -> torch.Tensor:
     """sign(x) in the forward pass with the named backward surrogate (``k``, ``t`` used by ``ede`` only)."""
-    if estimator == "ste":
-        return _SignSTE.apply(x)
-    if estimator == "clipped":
-        return _SignClipped.apply(x)
-    if estimator == "approx":
-        return _SignApprox.apply(x)
-    if estimator == "ede":
-        k = torch.as_tensor(k, dtype=x.dtype, device=x.device)
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-        return _SignEDE.apply(x, k, t)
-    raise ValueError(f"unknown binary estimator {estimator!r}; allowed: {', '.join(ESTIMATORS)}")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown binary estimator {estimator!r}; allowed: {', '.join(ESTIMATORS)}")
+    k = torch.as_tensor(k, dtype=x.dtype, device=x.device)
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    return _Sign.apply(x, estimator, k, t)
 
 
 def ede_schedule(epoch: int, epochs: int, tmin: float = 1e-3, tmax: float = 1e1) -> tuple[float, float]:
