@@ -161,12 +161,13 @@ class IR2Net(BinaryMethod):
     def loss(self, model, inputs, outputs, targets, task_loss):
         if not self.restriction.get("enabled", True) or not model.training:
             return task_loss
-        features = getattr(model, "module", model).last_features
+        raw = getattr(model, "module", model)   # second pass on the unwrapped module: DDP allows one forward per
+        features = raw.last_features             # backward; the shared weights' gradients still add up once
         erased, mask = restrict(inputs, features, float(self.restriction.get("lam", LAMBDA)),
                                 self.restriction.get("attention_norm", "height"))
         self._kept_sum += float(mask.mean())
         self._kept_n += 1
-        second = F.cross_entropy(model(erased).float(), targets)
+        second = F.cross_entropy(raw(erased).float(), targets)
         return 0.5 * (task_loss + second)
 
     def metrics(self, model: nn.Module) -> dict:
