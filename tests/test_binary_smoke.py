@@ -133,3 +133,11 @@ def test_export_packs_bits_and_reloads_exactly(method_name, tmp_path, compose):
     reloaded = load_binary_export(path, fresh).eval()
     assert torch.equal(reloaded(x), model(x))
     assert all(m.frozen for m in binary_layers(reloaded))
+
+
+def test_binary_backbones_selectable_as_models(compose):
+    for name in ("bireal_resnet20", "bireal_resnet18", "binary_vgg_small"):
+        cfg = compose([f"model={name}", "method=bnn", "data=synthetic"])
+        _, model = _build(cfg)
+        assert model.arch_name == name and len(binary_layers(model)) in (18, 16, 5)
+        assert binary_layers(model)[0].act_estimator == "clipped"        # the method's spec, not the default
