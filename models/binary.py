@@ -279,8 +279,10 @@ class BinaryVGGSmall(BinaryBackbone):
 
 def _cifar_resnet_factory(depth):
     def build(num_classes=10, in_channels=3, image_size=32, spec=None, act="auto", downsample="A", head_bn=True):
-        return BiRealCifarResNet(depth, num_classes, in_channels, spec, _pick_act(act, image_size), downsample,
-                                 head_bn=head_bn)
+        model = BiRealCifarResNet(depth, num_classes, in_channels, spec, _pick_act(act, image_size), downsample,
+                                  head_bn=head_bn)
+        model.build_kwargs = {"act": act, "downsample": downsample, "head_bn": head_bn}
+        return model
 
     build.__name__ = f"bireal_resnet{depth}"
     build.__doc__ = f"Binary CIFAR ResNet-{depth} with a shortcut per binary conv (IR-Net / SD-BNN / IR²Net code)."
@@ -296,26 +298,34 @@ def bireal_resnet18(num_classes=10, in_channels=3, image_size=32, spec=None, act
                     stem="auto"):
     """Binary ResNet-18: the official codes' CIFAR form at <= 64 px, Bi-Real ResNet-18 otherwise."""
     form = stem if stem != "auto" else ("cifar" if image_size <= 64 else "imagenet")
-    act = _pick_act(act, image_size)
+    picked = _pick_act(act, image_size)
     if form == "cifar":
-        return BinaryCifarResNet18(num_classes, in_channels, spec, act, head_bn=True if head_bn is None else head_bn)
-    if form == "imagenet":
-        return BiRealImageNetResNet((4, 4, 4, 4), num_classes, in_channels, spec, act,
-                                    head_bn=bool(head_bn), name="bireal_resnet18")
-    raise ValueError(f"model.stem must be auto, cifar or imagenet, got {stem!r}")
+        model = BinaryCifarResNet18(num_classes, in_channels, spec, picked,
+                                    head_bn=True if head_bn is None else head_bn)
+    elif form == "imagenet":
+        model = BiRealImageNetResNet((4, 4, 4, 4), num_classes, in_channels, spec, picked,
+                                     head_bn=bool(head_bn), name="bireal_resnet18")
+    else:
+        raise ValueError(f"model.stem must be auto, cifar or imagenet, got {stem!r}")
+    model.build_kwargs = {"act": act, "head_bn": head_bn, "stem": form}
+    return model
 
 
 @register_model
 def bireal_resnet34(num_classes=1000, in_channels=3, image_size=224, spec=None, act="auto", head_bn=False):
     """Bi-Real ResNet-34 (single-conv blocks [6, 8, 12, 6])."""
-    return BiRealImageNetResNet((6, 8, 12, 6), num_classes, in_channels, spec, _pick_act(act, image_size),
-                                head_bn=bool(head_bn), name="bireal_resnet34")
+    model = BiRealImageNetResNet((6, 8, 12, 6), num_classes, in_channels, spec, _pick_act(act, image_size),
+                                 head_bn=bool(head_bn), name="bireal_resnet34")
+    model.build_kwargs = {"act": act, "head_bn": head_bn}
+    return model
 
 
 @register_model
 def binary_vgg_small(num_classes=10, in_channels=3, image_size=32, spec=None, act="auto"):
     """Binary VGG-small (FP first conv and FC)."""
-    return BinaryVGGSmall(num_classes, in_channels, image_size, spec, _pick_act(act, image_size))
+    model = BinaryVGGSmall(num_classes, in_channels, image_size, spec, _pick_act(act, image_size))
+    model.build_kwargs = {"act": act}
+    return model
 
 
 def binary_counterpart_name(model: nn.Module) -> str:
@@ -352,7 +362,8 @@ def build_binary_counterpart(model: nn.Module, spec, *, num_classes: int, in_cha
     """A fresh binary backbone (built with ``spec``) standing for ``model``'s architecture."""
     from models import build_model
     name = binary_counterpart_name(model)
-    kwargs = dict(arch)
+    # a binary backbone given as model= keeps its own constructor arguments (model.act, model.downsample, ...)
+    kwargs = {**getattr(model, "build_kwargs", {}), **arch}
     if name.startswith("bireal_resnet18") and not isinstance(model, BinaryBackbone):
         import torchvision
         kwargs.setdefault("stem", "imagenet" if isinstance(model, torchvision.models.ResNet) else "cifar")

@@ -141,3 +141,9 @@ def test_binary_backbones_selectable_as_models(compose):
         _, model = _build(cfg)
         assert model.arch_name == name and len(binary_layers(model)) in (18, 16, 5)
         assert binary_layers(model)[0].act_estimator == "clipped"        # the method's spec, not the default
+
+
+def test_binary_backbone_keeps_its_model_options(compose):
+    cfg = compose(["model=bireal_resnet20", "model.downsample=B", "method=irnet", "data=synthetic"])
+    _, model = _build(cfg)
+    assert type(model.layer2[0].shortcut[0]) is torch.nn.Conv2d          # option B, kept FP (fp_downsample)
