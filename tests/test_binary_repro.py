@@ -19,7 +19,7 @@ def _rows():
     for paper in ("sd_bnn", "ir2net"):
         path = os.path.join(ROOT, "results", "runs", f"{paper}.csv")
         if os.path.exists(path):
-            rows += [r for r in read_rows(path) if r["variant"] == "equal_budget_2k_2ep"]
+            rows += [r for r in read_rows(path) if r["variant"].startswith("equal_budget_2k_2ep")]
     return rows
 
 
@@ -28,8 +28,10 @@ def test_reduced_comparison_rows_are_equal_budget():
     rows = _rows()
     seeds = defaultdict(set)
     for r in rows:
-        seeds[r["method"]].add(r["seed"])
-    assert set(seeds) == METHODS, f"missing methods: {METHODS - set(seeds)} (run scripts/reproduce_sd_bnn.sh)"
+        seeds[r["experiment"]].add(r["seed"])
+    methods = {r["method"] for r in rows}
+    assert methods == METHODS, f"missing methods: {METHODS - methods} (run scripts/reproduce_sd_bnn.sh)"
+    assert "fashion_mnist_resnet20_sign_ede" in seeds          # the ASD/WSD ablation
     assert all(len(s) >= 2 for s in seeds.values()), dict(seeds)
     # equal budget: same data, epochs, optimizer steps and global batch for every row
     budget = {(r["dataset"], r["model"], r["fidelity"], r["epochs"], r["steps"], r["global_batch"]) for r in rows}
