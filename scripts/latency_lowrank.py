@@ -1,6 +1,6 @@
 """Measured CPU latency of finished low-rank runs (and of their dense backbone), from their final checkpoints.
 
-    python scripts/latency_lowrank.py outputs/<run>/<hash>-seed0/final.pt [...] --out results/runs/lowrank_latency.csv
+    python scripts/latency_lowrank.py outputs/<run>/<hash>-seed0/final.pt [...] --out results/measurements/lowrank_latency.csv
 
 Each checkpoint is rebuilt as evaluate.py does (backbone -> method state -> ``transform`` -> weights), then timed:
 median wall time of ``--reps`` forward passes at batch 1 and batch 64 after warm-up, eval mode, no grad, on the
