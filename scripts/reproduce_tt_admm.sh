@@ -3,7 +3,7 @@
 #  1. TT-ADMM vs direct TT-SVD + fine-tune at equal ranks (2.3x) and equal budget (20,000 training images), seed 0.
 #  2. CC (joint) vs pruning-only vs decomposition-only at equal MACs (com_ratio 0.5), seed 0.
 #  3. CPU latency of the dense backbone and of every finished model.
-# Rows: results/runs/tt_admm.csv, results/runs/cc.csv, results/runs/lowrank_latency.csv. Heavy runs hold the CPU lock.
+# Rows: results/runs/tt_admm.csv, results/runs/cc.csv, results/measurements/lowrank_latency.csv. Heavy runs hold the CPU lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -19,4 +19,4 @@ for v in joint pruning td; do
     logger=none trainer.progress=false
 done
 flock /tmp/cpu-heavy.lock "$PY" scripts/latency_lowrank.py outputs/cifar10_jpeg_resnet20_reduced/*/final.pt \
-  --out results/runs/lowrank_latency.csv
+  --out results/measurements/lowrank_latency.csv
