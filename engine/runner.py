@@ -22,6 +22,7 @@ from engine import checkpoint, distributed, provenance
 from engine.complexity import format_table, measure
 from engine.config import checked_trainer, validate
 from engine.evaluation import evaluate
+from engine.latency import measure_latency
 from engine.loggers import build_logger
 from engine.results import append_row
 from engine.seeding import seed_everything
@@ -160,10 +161,13 @@ def run(cfg) -> dict:
         cost = measure(model, input_shape)
         metrics = {**metrics, **final_eval, "steps": total_steps, "epochs": total_epochs,
                    "wall_time_s": time.time() - t0, **cost.summary(), "extra": method.metrics(model)}
+        latency = measured_latency(model, input_shape) if cfg.trainer.latency and dist.is_main else None
+        if latency:
+            metrics["extra"] = {**metrics["extra"], "latency": latency}
         if dist.is_main:
             checkpoint.save_atomic({"model": model.state_dict(), "method": method.state_dict(),
                                     "config": OmegaConf.to_container(cfg), "metrics": metrics}, final_path)
-            append_row(results_path(cfg), result_row(cfg, metrics, device, dist.world_size))
+            append_row(results_path(cfg), result_row(cfg, metrics, device, dist.world_size, latency))
             open(row_marker, "w").close()
             logger.summary({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
             print(f"final: top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f} | params {cost.params} "
@@ -172,6 +176,13 @@ def run(cfg) -> dict:
         logger.finish()
     distributed.barrier()
     return metrics
+
+
+def measured_latency(model: torch.nn.Module, input_shape) -> dict:
+    """CPU latency at batch 1 and 64 (median of repeated runs); the row's latency_ms is batch 1."""
+    lat = measure_latency(model, input_shape, batch_sizes=(1, 64))
+    return {"latency_ms": lat["latency_ms_b1"], "latency_ms_b64": lat["latency_ms_b64"], "threads": lat["threads"],
+            "device": f"{lat['latency_device']}, batch 1"}
 
 
 def result_row(cfg, metrics: dict, device: torch.device, world_size: int, latency: dict | None = None) -> dict:

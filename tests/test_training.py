@@ -124,3 +124,12 @@ def test_default_composition_runs_on_real_mnist(compose):
     assert (cfg.data.name, cfg.model.name, cfg.method.name) == ("mnist", "lenet5", "baseline")
     metrics = run(cfg)
     assert metrics["steps"] == 5 and metrics["macs"] == 2_293_000
+
+
+def test_latency_is_measured_into_the_row_when_asked(compose):
+    cfg = compose(TINY + ["trainer.max_steps=1", "trainer.latency=true", "model=lenet300_100", "data.in_channels=1",
+                          "data.image_size=8", "data.mean=[0.5]", "data.std=[0.25]"])
+    metrics = run(cfg)
+    row = read_rows(os.path.join(cfg.paths.results_dir, "synthetic_lenet300_100_baseline.csv"))[0]
+    assert float(row["latency_ms"]) > 0 and "threads" in row["latency_device"]
+    assert metrics["extra"]["latency"]["latency_ms_b64"] > 0
