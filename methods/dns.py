@@ -153,6 +153,8 @@ class DNS(Method):
 
     # ---- structure ----
     def transform(self, model: nn.Module, ctx: RunContext) -> nn.Module:
+        if self.cfg.get("seed") is None:       # the run's seed drives the per-layer draws (saved/restored)
+            self.generator.manual_seed(int(ctx.seed))
         include = list(self.cfg.get("layers") or []) or None
         exclude = list(self.cfg.get("exclude") or [])
         self.layers = compressible_layers(model, include, exclude)
@@ -260,6 +262,7 @@ class DNS(Method):
         out = {k: v for k, v in rep.items() if k != "layers"}
         out["remaining_pct_by_layer"] = {n: round(v["remaining_pct"], 4) for n, v in rep["layers"].items()}
         out["nonzero_by_layer"] = {n: v["nonzero"] for n, v in rep["layers"].items()}
+        out.update({f"remaining_pct_{n.replace('.', '_')}": round(v["remaining_pct"], 4) for n, v in rep["layers"].items()})
         out["dns"] = {n: {"mu": float(m.dns_stats[0]), "std": float(m.dns_stats[1]), "a": float(m.dns_stats[2]),
                           "b": float(m.dns_stats[3]), **self.hparams[n],
                           **{k: v for k, v in self.counts[n].items()}}

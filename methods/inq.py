@@ -105,6 +105,7 @@ class INQ(Method):
         self.frozen = FrozenEntries()
         self.active = False
         self.history: list[dict] = []      # quantized fraction per layer after each partition
+        self.fp_eval: dict = {}            # accuracy of the float model before the first partition
 
     # ---- stages ----
     def stages(self) -> list[Stage]:
@@ -133,10 +134,18 @@ class INQ(Method):
 
     # ---- structure ----
     def transform(self, model: nn.Module, ctx: RunContext) -> nn.Module:
+        if self.cfg.get("seed") is None:       # the run's seed drives the random partition (saved/restored)
+            self.generator.manual_seed(int(ctx.seed))
         include = list(self.cfg.get("layers") or []) or None
         self.layers = compressible_layers(model, include, list(self.cfg.get("exclude") or []))
+        keep_zeros = bool(self.cfg.get("keep_zeros", False))
         for m in self.layers.values():
             attach_masks(m, prune=True, mask_grad="masked")   # a pruned (DNS) checkpoint's masks load here
+            if keep_zeros:                     # a pruned start model given as plain weights: its zeros stay pruned
+                with torch.no_grad():
+                    m.weight_mask.mul_((m.weight != 0).to(m.weight_mask.dtype))
+                    if m.bias is not None:
+                        m.bias_mask.mul_((m.bias != 0).to(m.bias_mask.dtype))
             if getattr(m, "quant_mask", None) is None:
                 m.register_buffer("quant_mask", torch.zeros_like(m.weight, requires_grad=False))
                 m.register_buffer("quant_n1", torch.zeros((), dtype=torch.int64))
@@ -184,6 +193,9 @@ class INQ(Method):
         self._refresh_layers(model)
         portion = float(stage.params["portion"])
         done = [h["portion"] for h in self.history]
+        if not done and ctx.evaluate is not None and ctx.test_loader is not None:
+            ev = ctx.evaluate(model, ctx.test_loader)     # the float model INQ starts from
+            self.fp_eval = {"top1": float(ev["top1"]), "top5": float(ev["top5"])}
         if portion not in done:                # a resumed stage has already partitioned
             self.quantize_portion(portion)
         self.active = True
@@ -229,15 +241,17 @@ class INQ(Method):
                     "inq_all_in_set": all(v["in_set"] for v in layers.values()) and
                     all(v["quantized_frac"] == 1.0 for v in layers.values()),
                     "inq_layers": layers, "inq_history": self.history,
+                    "fp_top1": self.fp_eval.get("top1"), "fp_top5": self.fp_eval.get("top5"),
                     "nonzero_by_layer": {n: v["nonzero"] for n, v in rep["layers"].items()}})
         return out
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "inq_history": self.history}
+        return {**super().state_dict(), "inq_history": self.history, "inq_fp_eval": self.fp_eval}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.history = list(state.get("inq_history", []))
+        self.fp_eval = dict(state.get("inq_fp_eval", {}))
 
 
 @register_method("dns_inq")

@@ -211,7 +211,9 @@ def test_layer_groups_one_after_another():
     assert method.done == ["conv", "fc"]
 
 
-def test_resume_keeps_thresholds_and_repeats_uninterrupted_run():
+@pytest.mark.parametrize("order", ["engine", "load_first"])
+def test_resume_keeps_thresholds_and_repeats_uninterrupted_run(order):
+    """engine/trainer.py calls on_stage_start on the rebuilt model, then loads model + method state."""
     def fresh():
         torch.manual_seed(0)
         m = build_method(dns_cfg(c_rate=0.3, gamma=0.05, iter_stop=1000))
@@ -222,23 +224,27 @@ def test_resume_keeps_thresholds_and_repeats_uninterrupted_run():
     m1, net1 = fresh()
     stage = m1.stages()[0]
     m1.on_stage_start(stage, net1, ctx())
-    opt1 = torch.optim.SGD(net1.parameters(), lr=0.2)
+    opt1 = torch.optim.SGD(net1.parameters(), lr=0.2, momentum=0.9)
     steps(m1, net1, opt1, 3, seed=1)
     steps(m1, net1, opt1, 3, seed=2)
     # interrupted after 3 steps, checkpointed, rebuilt, resumed
     m2, net2 = fresh()
     m2.on_stage_start(stage, net2, ctx())
     stats0 = net2.fc.dns_stats.clone()
-    opt2 = torch.optim.SGD(net2.parameters(), lr=0.2)
+    opt2 = torch.optim.SGD(net2.parameters(), lr=0.2, momentum=0.9)
     steps(m2, net2, opt2, 3, seed=1)
     ckpt = {"model": net2.state_dict(), "method": m2.state_dict(), "opt": opt2.state_dict()}
+    torch.manual_seed(1)                       # the rebuilt model starts from other weights
     m3 = build_method(dns_cfg(c_rate=0.3, gamma=0.05, iter_stop=1000))
     net3 = m3.transform(Tiny(), ctx())
+    if order == "engine":
+        m3.on_stage_start(stage, net3, ctx())
     net3.load_state_dict(ckpt["model"])
     m3.load_state_dict(ckpt["method"])
-    opt3 = torch.optim.SGD(net3.parameters(), lr=0.2)
+    opt3 = torch.optim.SGD(net3.parameters(), lr=0.2, momentum=0.9)
     opt3.load_state_dict(ckpt["opt"])
-    m3.on_stage_start(stage, net3, ctx())
+    if order == "load_first":
+        m3.on_stage_start(stage, net3, ctx())
     # thresholds are the stored ones, not recomputed from the (changed) weights, and not zero (Caffe's flaw)
     assert torch.equal(net3.fc.dns_stats, stats0) and stats0[2] > 0
     recomputed = dns_thresholds(*net3.fc.masked_params(), 0.3)
