@@ -77,7 +77,7 @@ def dns_thresholds(weight: torch.Tensor, bias: torch.Tensor | None, c_rate: floa
 def dns_mask(w: torch.Tensor, prev: torch.Tensor, a: float, b: float, splice: bool = True) -> torch.Tensor:
     """Discriminative function h_k (dns.md Algorithm 1): prune below a, splice at/above b, keep in between."""
     absw = w.abs()
-    new = torch.where(absw < a, torch.zeros_like(prev), torch.where(absw >= b, torch.ones_like(prev), prev))
+    new = torch.where(absw < a, 0.0, torch.where(absw >= b, 1.0, prev)).to(prev.dtype)
     if not splice:
         new = torch.minimum(new, prev)
     return new
@@ -232,9 +232,10 @@ class DNS(Method):
             pairs = [(m.weight, m.weight_mask)] + ([(m.bias, m.bias_mask)] if m.bias is not None else [])
             for p, mask in pairs:
                 new = dns_mask(p, mask, a, b, self.splice)
-                spliced = int(((new == 1) & (mask == 0)).sum())
+                diff = new - mask
+                spliced = int((diff > 0).sum())
                 c["spliced"] += spliced
-                c["pruned"] += int(((new == 0) & (mask == 1)).sum())
+                c["pruned"] += int((diff < 0).sum())
                 if spliced:
                     key = str(t // 1000)
                     c["spliced_by_1k"][key] = c["spliced_by_1k"].get(key, 0) + spliced
