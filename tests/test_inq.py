@@ -199,3 +199,26 @@ def test_sparse_storage_index_overhead():
         fc.weight[0, 9] = 1.0
     rep = storage_report(fc, index_bits=3)   # gap 10 -> 1 filler: 2 entries x (32 + 3) bits
     assert rep["sparse_storage_bits"] == 70 and rep["compression_ratio"] == 10.0
+
+
+def test_exported_dns_weights_keep_their_zeros_under_inq(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("export_sparse", "scripts/export_sparse.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    dns = build_method(OmegaConf.create({"name": "dns", "gamma": 0.0, "c_rate": 0.5, "iter_stop": 100}))
+    pruned = dns.transform(Tiny(), ctx())
+    dns.on_stage_start(dns.stages()[0], pruned, ctx())          # masks set, weights not yet folded
+    torch.save({"model": pruned.state_dict()}, tmp_path / "final.pt")
+    mod.export(str(tmp_path / "final.pt"), str(tmp_path / "sparse.pt"))
+    plain = Tiny()
+    plain.load_state_dict(torch.load(tmp_path / "sparse.pt", weights_only=True)["model"])   # strict: no mask keys
+    assert torch.equal(plain.fc.weight, pruned.fc.weight * pruned.fc.weight_mask)
+    method = build_method(inq_cfg(keep_zeros=True))
+    model = method.transform(plain, ctx())
+    assert torch.equal(model.fc.weight_mask, pruned.fc.weight_mask)
+    assert torch.equal(model.conv.bias_mask, pruned.conv.bias_mask)
+    method.on_stage_start(method.stages()[0], model, ctx())
+    kept = int(pruned.fc.weight_mask.sum())
+    assert int((model.fc.quant_mask.bool() & model.fc.weight_mask.bool()).sum()) == partition_counts(kept, [0.5])[0]
