@@ -199,6 +199,7 @@ def test_sparse_storage_index_overhead():
         fc.weight[0, 9] = 1.0
     rep = storage_report(fc, index_bits=3)   # gap 10 -> 1 filler: 2 entries x (32 + 3) bits
     assert rep["sparse_storage_bits"] == 70 and rep["compression_ratio"] == 10.0
+    assert rep["dense_storage_bits"] == 320 and rep["dense_storage_ratio"] == 1.0
 
 
 def test_exported_dns_weights_keep_their_zeros_under_inq(tmp_path):

@@ -3,6 +3,7 @@
 - Dense parameters: weights + biases of conv and fc layers (dns.md "Counting"); compression ratio =
   total / nonzero (431,080 / 3,993 = 107.96x for the released DNS LeNet-5).
 - Bits per weight: each layer's declared ``weight_bits`` (INQ: b bits, 1 of them flagging zero).
+- Dense quantized size: every weight at ``weight_bits``, biases at 32 (``dense_storage_ratio``).
 - Sparse + quantized size: every stored entry carries its value (``weight_bits`` for weights, 32 bits for
   biases, which INQ leaves in floating point) plus a relative index of ``index_bits`` bits, the
   compressed-sparse convention of Deep Compression (Han et al. 2016): the gap from the previous stored
@@ -53,7 +54,7 @@ def storage_report(model: nn.Module, index_bits: dict | int | None = None) -> di
         raise KeyError(f"index_bits needs keys 'conv' and 'fc' (missing {sorted(missing)})")
     layers = {}
     total = nonzero = storage_bits = weight_count = 0
-    weighted_bits = 0
+    weighted_bits = dense_bits = 0
     for name, m in model.named_modules():
         if not isinstance(m, MASKABLE):
             continue
@@ -71,6 +72,7 @@ def storage_report(model: nn.Module, index_bits: dict | int | None = None) -> di
         storage_bits += bits
         weight_count += w.numel()
         weighted_bits += w.numel() * wbits
+        dense_bits += w.numel() * wbits + (b.numel() * 32 if b is not None else 0)
     return {
         "params_conv_fc": total,
         "nonzero_conv_fc": nonzero,
@@ -79,6 +81,8 @@ def storage_report(model: nn.Module, index_bits: dict | int | None = None) -> di
         "bits_per_weight": weighted_bits / weight_count if weight_count else 0.0,
         "sparse_storage_bits": storage_bits,
         "sparse_storage_ratio": 32 * total / storage_bits if storage_bits else float("inf"),
+        "dense_storage_bits": dense_bits,                       # every weight at its bits, no index
+        "dense_storage_ratio": 32 * total / dense_bits if dense_bits else float("inf"),
         "storage_convention": f"relative-index CSR (Han et al. 2016): value bits + index bits "
                               f"(conv {index_bits['conv']}, fc {index_bits['fc']}) per stored entry, "
                               f"fillers for gaps > 2^index_bits; biases 32-bit; dense baseline 32 bits/param",
