@@ -85,12 +85,18 @@ class TensorLoader:
 
 
 def subset(images: torch.Tensor, labels: torch.Tensor, n):
-    """The first ``n`` examples (``None`` keeps all); fails if more are asked than exist."""
+    """A fixed class-mixed subset of ``n`` examples (``None`` keeps all).
+
+    The indices are a seed-0 random draw, sorted, identical for every run and seed, so reduced-budget runs of
+    different methods see the same images. (A plain "first n" would be a few classes only on files stored in
+    class order, such as the JPEG CIFAR-10 archive.)
+    """
     if n is None:
         return images, labels
     if n > len(labels):
         raise ValueError(f"subset of {n} asked, but the split has only {len(labels)} examples")
-    return images[:n], labels[:n]
+    keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:n].sort().values
+    return images[keep], labels[keep]
 
 
 def tensor_bundle(cfg, train_xy, test_xy, *, batch_size, eval_batch_size, device, rank, world_size, seed):

@@ -140,3 +140,13 @@ def test_crop_is_a_shifted_window_and_flip_mirrors():
     assert len({tuple(o.flatten().tolist()) for o in out[:, 0]}) > 3       # several shifts drawn
     flipped = random_crop_flip(x, padding=0, flip=True, gen=torch.Generator().manual_seed(0))
     assert any(torch.equal(f, x[0].flip(2)) for f in flipped) and any(torch.equal(f, x[0]) for f in flipped)
+
+
+def test_subsets_are_class_mixed_even_when_files_are_class_ordered():
+    from data.tensor_loader import subset
+    labels = torch.arange(10).repeat_interleave(100)               # stored class by class, like the JPEG archive
+    images = torch.zeros(1000, 1, 2, 2, dtype=torch.uint8)
+    _, picked = subset(images, labels, 200)
+    counts = torch.bincount(picked, minlength=10)
+    assert counts.min() >= 8 and counts.sum() == 200                  # every class present
+    assert torch.equal(subset(images, labels, 200)[1], picked)       # the same subset every time

@@ -113,3 +113,14 @@ def test_onecycle_rises_then_falls():
     values = [lr_factor(cfg, s, 10, 100) for s in range(100)]
     peak = values.index(max(values))
     assert 25 <= peak <= 32 and values[0] < 0.1 and values[-1] < 0.01 and math.isclose(max(values), 1.0, rel_tol=0.02)
+
+
+@pytest.mark.smoke
+def test_default_composition_runs_on_real_mnist(compose):
+    from conftest import has_shared
+    if not has_shared("MNIST/raw"):
+        pytest.skip("../shared/data/MNIST not present")
+    cfg = compose(["trainer.max_steps=5", "trainer.limit_eval_batches=2"])
+    assert (cfg.data.name, cfg.model.name, cfg.method.name) == ("mnist", "lenet5", "baseline")
+    metrics = run(cfg)
+    assert metrics["steps"] == 5 and metrics["macs"] == 2_293_000
