@@ -11,7 +11,7 @@ hooks at the given input size. Conventions (recorded in ``COUNTER``):
 - Params: all parameters. Size in bits: weights of counted layers at ``weight_bits``; everything else
   (biases, BN, other parameters) at 32.
 - Sparsity: share of zero entries in counted layers' effective weights (``weight * weight_mask`` where a
-  layer holds a ``weight_mask`` buffer); ``nonzero_params`` counts nonzero weights and biases of counted
+  layer holds a ``weight_mask`` buffer, likewise ``bias_mask``); ``nonzero_params`` counts nonzero weights and biases of counted
   layers plus all other parameters.
 Paper-specific conventions (thop's BN terms, "FLOPs" meaning MACs) are applied on top of these raw
 numbers where references are compared, never by changing this counter.
@@ -68,6 +68,11 @@ def effective_weight(module: nn.Module) -> torch.Tensor:
     return module.weight if mask is None else module.weight * mask
 
 
+def effective_bias(module: nn.Module) -> torch.Tensor | None:
+    mask = getattr(module, "bias_mask", None)
+    return module.bias if mask is None or module.bias is None else module.bias * mask
+
+
 def _layer_macs(module: nn.Module, output: torch.Tensor) -> int:
     if isinstance(module, nn.Linear):
         return module.in_features * module.out_features * (output.numel() // output.shape[-1] // output.shape[0])
@@ -88,7 +93,8 @@ def measure(model: nn.Module, input_shape: tuple[int, ...]) -> Complexity:
         wb, ab = int(getattr(module, "weight_bits", 32)), int(getattr(module, "act_bits", 32))
         macs = _layer_macs(module, output)
         weight = effective_weight(module)
-        nonzero = int((weight != 0).sum()) + (int((module.bias != 0).sum()) if module.bias is not None else 0)
+        bias = effective_bias(module)
+        nonzero = int((weight != 0).sum()) + (int((bias != 0).sum()) if bias is not None else 0)
         prev = costs.get(module)
         macs_total = macs + (prev.macs if prev else 0)   # a layer called twice counts twice
         costs[module] = LayerCost(

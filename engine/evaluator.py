@@ -51,6 +51,7 @@ def evaluate_checkpoint(cfg, data_overridden: bool = False) -> dict:
                       eval_batch_size=int(cfg.trainer.eval_batch_size))
     model = build_backbone(cfg, data.num_classes, data.in_channels, data.image_size)
     method = build_method(cfg.method)
+    method.generator.manual_seed(int(cfg.seed))
     if isinstance(blob, dict) and "method" in blob:
         method.load_state_dict(blob["method"])
     ctx = RunContext(num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,

@@ -120,6 +120,7 @@ def run(cfg) -> dict:
                      log=lambda metrics: logger.log(metrics, step=0))
     ctx.channels_last = channels_last
     method = build_method(cfg.method)
+    method.generator.manual_seed(int(cfg.seed))   # a method's random draws follow the run seed
     model = method.transform(model, ctx).to(device)
     input_shape = (data.in_channels, data.image_size, data.image_size)
     if dist.is_main:

@@ -63,3 +63,10 @@ def test_per_layer_table_lists_every_counted_layer():
     c = measure(build_model("resnet20", num_classes=10), (3, 32, 32))
     table = format_table(c)
     assert len(c.layers) == 20 and "layer3.2.conv2" in table and "counter:" in table
+
+
+def test_bias_mask_counts_in_nonzero_params():
+    layer = nn.Linear(4, 3)
+    layer.register_buffer("bias_mask", torch.tensor([1.0, 0.0, 0.0]))
+    c = measure(nn.Sequential(layer), (4,))
+    assert c.nonzero_params == 12 + 1
