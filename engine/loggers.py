@@ -1,0 +1,77 @@
+"""Run loggers: W&B (offline by default), a local CSV of curves, or none. Only rank 0 logs."""
+from __future__ import annotations
+
+import csv
+import os
+
+from omegaconf import OmegaConf
+
+
+class NullLogger:
+    def log(self, metrics: dict, step: int) -> None:
+        pass
+
+    def summary(self, metrics: dict) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class CsvLogger(NullLogger):
+    """Long-format ``metrics.csv`` (step, key, value) in the run directory; appends across resumes."""
+
+    def __init__(self, run_dir: str):
+        self.path = os.path.join(run_dir, "metrics.csv")
+        os.makedirs(run_dir, exist_ok=True)
+        new = not os.path.exists(self.path)
+        self.file = open(self.path, "a", newline="")
+        self.writer = csv.writer(self.file)
+        if new:
+            self.writer.writerow(["step", "key", "value"])
+
+    def log(self, metrics: dict, step: int) -> None:
+        for k, v in metrics.items():
+            self.writer.writerow([step, k, v])
+        self.file.flush()
+
+    def summary(self, metrics: dict) -> None:
+        self.log({f"summary/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step=-1)
+
+    def finish(self) -> None:
+        self.file.close()
+
+
+class WandbLogger(NullLogger):
+    def __init__(self, cfg, run_cfg, run_dir: str, run_id: str, group: str, name: str):
+        import wandb
+
+        os.makedirs(cfg.dir, exist_ok=True)
+        self.run = wandb.init(project=cfg.project, entity=cfg.get("entity"), group=group, name=name,
+                              id=run_id, resume="allow", dir=cfg.dir, mode=cfg.mode, tags=list(cfg.get("tags") or []),
+                              config=OmegaConf.to_container(run_cfg, resolve=True), reinit="finish_previous")
+        self.run.define_metric("epoch")
+        self.run.define_metric("eval/*", step_metric="epoch")
+
+    def log(self, metrics: dict, step: int) -> None:
+        self.run.log(metrics, step=step)
+
+    def summary(self, metrics: dict) -> None:
+        for k, v in metrics.items():
+            self.run.summary[k] = v
+
+    def finish(self) -> None:
+        self.run.finish()
+
+
+LOGGERS = ("wandb", "csv", "none")
+
+
+def build_logger(cfg, run_cfg, run_dir: str, run_id: str, group: str, name: str, is_main: bool):
+    if not is_main or cfg.name == "none":
+        return NullLogger()
+    if cfg.name == "csv":
+        return CsvLogger(run_dir)
+    if cfg.name == "wandb":
+        return WandbLogger(cfg, run_cfg, run_dir, run_id, group, name)
+    raise ValueError(f"logger={cfg.name!r} is not one of {', '.join(LOGGERS)}")

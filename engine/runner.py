@@ -1,0 +1,192 @@
+"""``run(cfg)``: one composed config, end to end.
+
+validate -> seed -> data -> backbone (+pretrained / init checkpoint) -> ``method.transform`` -> per-layer
+complexity table -> stages (each checkpointed; finished stages are replayed from their saved weights on
+resume) -> final evaluation -> ``final.pt`` -> one results row (rank 0) -> metrics.
+
+Run directory: ``<paths.output_dir>/<name>/<config hash>-seed<seed>``: named from the config, not the
+clock, so a requeued or resumed job finds its own directory again.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import datetime, timezone
+
+import torch
+from omegaconf import OmegaConf
+
+from data import build_data
+from engine import checkpoint, distributed, provenance
+from engine.complexity import format_table, measure
+from engine.config import checked_trainer, validate
+from engine.evaluation import evaluate
+from engine.loggers import build_logger
+from engine.results import append_row
+from engine.seeding import seed_everything
+from engine.trainer import train_stage
+from methods import RunContext, build_method
+from models import build_model, pretrained_info
+
+
+def run_name(cfg) -> str:
+    return cfg.get("name") or f"{cfg.data.name}_{cfg.model.name}_{cfg.method.name}"
+
+
+def results_path(cfg) -> str:
+    return os.path.join(cfg.paths.results_dir, f"{cfg.get('paper') or run_name(cfg)}.csv")
+
+
+def run_dir(cfg) -> str:
+    return os.path.join(cfg.paths.output_dir, run_name(cfg).replace("/", "_"),
+                        f"{provenance.config_hash(cfg)}-seed{cfg.seed}")
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("trainer.device=cuda but CUDA is not available; use trainer.device=auto or cpu")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return torch.device(choice)
+
+
+def build_backbone(cfg, num_classes: int, in_channels: int, image_size: int) -> torch.nn.Module:
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k not in ("name",)}
+    return build_model(cfg.model.name, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+                       **kwargs)
+
+
+def apply_pretrained_normalization(cfg) -> None:
+    """Pretrained weights were trained with their own mean/std; evaluate and fine-tune with the same."""
+    if cfg.model.get("pretrained"):
+        info = pretrained_info(cfg.model.name)
+        if tuple(cfg.data.mean) != info.mean or tuple(cfg.data.std) != info.std:
+            print(f"note: model.pretrained=true: using the weights' normalisation mean={info.mean} std={info.std} "
+                  f"instead of data.mean/std", flush=True)
+            cfg.data.mean, cfg.data.std = list(info.mean), list(info.std)
+
+
+def stage_trainer_cfg(cfg, stage):
+    return checked_trainer(OmegaConf.merge(cfg.trainer, stage.trainer or {}), f"stage {stage.name} trainer")
+
+
+def run(cfg) -> dict:
+    """Train/evaluate the composed config; returns final metrics and complexity; writes the results row."""
+    validate(cfg)
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))   # frozen view of every interpolation
+    device = pick_device(cfg.trainer.device)
+    dist = distributed.init(device.type)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    seed_everything(int(cfg.seed), bool(cfg.trainer.deterministic))
+    apply_pretrained_normalization(cfg)
+    out_dir = run_dir(cfg)
+    if cfg.trainer.resume == "never" and os.path.isdir(out_dir) and dist.is_main:
+        os.rename(out_dir, f"{out_dir}.old-{datetime.now():%Y%m%d-%H%M%S}")
+    distributed.barrier()
+    os.makedirs(out_dir, exist_ok=True)
+    final_path = os.path.join(out_dir, "final.pt")
+    row_marker = os.path.join(out_dir, "row_written")
+    if cfg.trainer.resume == "auto" and os.path.exists(final_path) and os.path.exists(row_marker):
+        done = checkpoint.load(final_path)
+        if dist.is_main:
+            print(f"run already finished: {out_dir} (use trainer.resume=never to run it again)", flush=True)
+        return done["metrics"]
+
+    if cfg.trainer.batch_size % dist.world_size:
+        raise ValueError(f"trainer.batch_size={cfg.trainer.batch_size} must divide by the {dist.world_size} processes")
+    local_batch = cfg.trainer.batch_size // dist.world_size
+    data = build_data(cfg.data, batch_size=local_batch, device=device if cfg.data.name != "imagenet" else "cpu",
+                      rank=dist.rank, world_size=dist.world_size, seed=int(cfg.seed),
+                      eval_batch_size=int(cfg.trainer.eval_batch_size))
+    torch.manual_seed(int(cfg.seed))
+    model = build_backbone(cfg, data.num_classes, data.in_channels, data.image_size)
+    if cfg.trainer.init_checkpoint:
+        model.load_state_dict(checkpoint.unwrap_state_dict(checkpoint.load(cfg.trainer.init_checkpoint)))
+    autocast_dtype = torch.bfloat16 if (cfg.trainer.precision == "bf16" or
+                                        (cfg.trainer.precision == "auto" and device.type == "cuda")) else None
+    channels_last = cfg.trainer.channels_last in (True, "true") or (
+        cfg.trainer.channels_last == "auto" and device.type == "cuda")
+    logger = build_logger(cfg.logger, cfg, out_dir, run_id=f"{provenance.config_hash(cfg)}-s{cfg.seed}",
+                          group=cfg.get("paper") or run_name(cfg), name=f"{run_name(cfg)}-s{cfg.seed}",
+                          is_main=dist.is_main)
+    ctx = RunContext(num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
+                     device=device, train_loader=data.train, test_loader=data.test, seed=int(cfg.seed),
+                     evaluate=lambda m, loader, limit_batches=None: evaluate(m, loader, device, limit_batches),
+                     log=lambda metrics: logger.log(metrics, step=0))
+    ctx.channels_last = channels_last
+    method = build_method(cfg.method)
+    model = method.transform(model, ctx).to(device)
+    input_shape = (data.in_channels, data.image_size, data.image_size)
+    if dist.is_main:
+        print(format_table(measure(model, input_shape)), flush=True)
+
+    t0 = time.time()
+    total_steps, total_epochs, metrics = 0, 0, {}
+    try:
+        for index, stage in enumerate(method.stages()):
+            tcfg = stage_trainer_cfg(cfg, stage)
+            stage_dir = os.path.join(out_dir, f"stage{index}-{stage.name}")
+            model = method.on_stage_start(stage, model, ctx).to(device)
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            trained_path = os.path.join(stage_dir, "trained.pt")
+            if os.path.exists(trained_path):   # finished earlier: replay its end state
+                state = checkpoint.load(trained_path)
+                model.load_state_dict(state["model"])
+                method.load_state_dict(state["method"])
+                metrics, steps, epochs = state["metrics"], state["steps"], state["epochs"]
+            else:
+                wrapped = model
+                if dist.world_size > 1:
+                    wrapped = torch.nn.parallel.DistributedDataParallel(
+                        model, device_ids=[device.index] if device.type == "cuda" else None)
+                if cfg.trainer.compile:
+                    wrapped = torch.compile(wrapped)
+                result = train_stage(model=wrapped, method=method, stage=stage, tcfg=tcfg, data=data, ctx=ctx,
+                                     stage_dir=stage_dir, logger=logger, dist=dist, device=device,
+                                     autocast_dtype=autocast_dtype, global_step_offset=total_steps)
+                metrics, steps, epochs = result.metrics, result.steps, result.epochs
+                if dist.is_main:
+                    checkpoint.save_atomic({"model": model.state_dict(), "method": method.state_dict(),
+                                            "metrics": metrics, "steps": steps, "epochs": epochs}, trained_path)
+            total_steps += steps
+            total_epochs += epochs
+            model = method.on_stage_end(stage, model, ctx).to(device)
+        final_eval = evaluate(model, data.test, device, cfg.trainer.limit_eval_batches, autocast_dtype)
+        cost = measure(model, input_shape)
+        metrics = {**metrics, **final_eval, "steps": total_steps, "epochs": total_epochs,
+                   "wall_time_s": time.time() - t0, **cost.summary(), "extra": method.metrics(model)}
+        if dist.is_main:
+            checkpoint.save_atomic({"model": model.state_dict(), "method": method.state_dict(),
+                                    "config": OmegaConf.to_container(cfg), "metrics": metrics}, final_path)
+            append_row(results_path(cfg), result_row(cfg, metrics, device, dist.world_size))
+            open(row_marker, "w").close()
+            logger.summary({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+            print(f"final: top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f} | params {cost.params} "
+                  f"MACs {cost.macs} | row -> {results_path(cfg)} | checkpoint -> {final_path}", flush=True)
+    finally:
+        logger.finish()
+    distributed.barrier()
+    return metrics
+
+
+def result_row(cfg, metrics: dict, device: torch.device, world_size: int, latency: dict | None = None) -> dict:
+    sha, dirty = provenance.git_info()
+    keys = ("top1", "top5", "best_top1", "loss", "params", "macs", "flops", "bops", "ops", "size_bits", "sparsity",
+            "nonzero_params", "counter", "input_res", "steps", "epochs", "wall_time_s", "extra")
+    return {
+        "run_id": uuid.uuid4().hex[:12], "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "experiment": run_name(cfg), "reference": cfg.get("reference") or "", "paper": cfg.get("paper") or "",
+        "dataset": cfg.data.name, "model": cfg.model.name, "method": cfg.method.name,
+        "variant": cfg.get("variant") or "", "fidelity": cfg.fidelity, "seed": cfg.seed, "best_or_last": "last",
+        **{k: metrics.get(k, "") for k in keys},
+        "latency_ms": (latency or {}).get("latency_ms", ""), "latency_device": (latency or {}).get("device", ""),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
+        "world_size": world_size, "global_batch": cfg.trainer.batch_size, "git_sha": sha, "git_dirty": dirty,
+        "config_hash": provenance.config_hash(cfg), "torch_version": provenance.torch_version(),
+        "command": provenance.command_line(),
+    }

@@ -1,0 +1,158 @@
+"""The training loop of one stage: epochs of steps, evaluation, per-epoch atomic checkpoints, resume.
+
+Per step: forward (bf16 autocast on CUDA) -> task loss (CE with label smoothing, + KD if a teacher is
+set) -> ``method.loss`` -> NaN/inf check -> backward -> ``method.after_backward`` -> optimizer and
+scheduler step -> ``method.after_step``. Per epoch: ``method.on_epoch_end``, evaluation, checkpoint.
+A checkpoint holds model, optimizer, scheduler, method state, RNG state, epoch, step and history, so a
+killed run resumed with ``trainer.resume=auto`` continues to the result an uninterrupted run gives.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from engine import checkpoint
+from engine.distill import build_teacher, kd_loss
+from engine.evaluation import evaluate
+from engine.optim import build_optimizer, build_scheduler
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+@dataclass
+class StageResult:
+    metrics: dict
+    history: list = field(default_factory=list)
+    steps: int = 0
+    epochs: int = 0
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)
+
+
+def _row(epoch, epochs, step, lr, train_loss, ev, secs) -> str:
+    ev_txt = f"{ev['top1']:7.2f} {ev['top5']:7.2f} {ev['loss']:8.4f}" if ev else f"{'-':>7} {'-':>7} {'-':>8}"
+    return f"{epoch:>5}/{epochs:<5} {step:>8} {lr:>10.3e} {train_loss:>10.4f} {ev_txt} {secs:>7.1f}s"
+
+
+HEADER = f"{'epoch':>11} {'step':>8} {'lr':>10} {'train_loss':>10} {'top1':>7} {'top5':>7} {'val_loss':>8} {'time':>8}"
+
+
+def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dist, device, autocast_dtype,
+                global_step_offset: int = 0) -> StageResult:
+    """Train ``model`` (possibly DDP-wrapped) for one stage with trainer config ``tcfg``."""
+    raw = _unwrap(model)
+    optimizer = build_optimizer(raw, tcfg.optimizer)
+    limit = tcfg.limit_batches
+    steps_per_epoch = min(len(data.train), limit) if limit else len(data.train)
+    if steps_per_epoch == 0:
+        raise ValueError(f"the training split gives no full batch of {tcfg.batch_size} "
+                         f"({data.train_size} examples); lower trainer.batch_size")
+    total_steps = tcfg.epochs * steps_per_epoch
+    if tcfg.max_steps:
+        total_steps = min(total_steps, int(tcfg.max_steps))
+    scheduler = build_scheduler(optimizer, tcfg.scheduler, steps_per_epoch, max(total_steps, 1))
+    teacher = build_teacher(tcfg.distill, num_classes=ctx.num_classes, in_channels=ctx.in_channels,
+                            image_size=ctx.image_size, device=device)
+
+    start_epoch, step, history, best = 0, 0, [], None
+    last_path = os.path.join(stage_dir, "last.pt")
+    if os.path.exists(last_path):
+        state = checkpoint.load(last_path)
+        raw.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        method.load_state_dict(state["method"])
+        checkpoint.set_rng_state(state["rng"])
+        start_epoch, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
+        if dist.is_main:
+            print(f"[{stage.name}] resumed from {last_path} at epoch {start_epoch}, step {step}", flush=True)
+
+    def save(epoch_done: int, path: str = last_path) -> None:
+        if dist.is_main:
+            checkpoint.save_atomic({"model": raw.state_dict(), "optimizer": optimizer.state_dict(),
+                                    "scheduler": scheduler.state_dict(), "method": method.state_dict(),
+                                    "rng": checkpoint.rng_state(), "epoch": epoch_done, "step": step,
+                                    "history": history, "best": best}, path)
+
+    if dist.is_main:
+        print(f"[{stage.name}] {tcfg.epochs} epochs x {steps_per_epoch} steps, batch {tcfg.batch_size} "
+              f"x {dist.world_size} process(es), {tcfg.optimizer.name} lr {tcfg.optimizer.lr}, "
+              f"{tcfg.scheduler.name} schedule\n{HEADER}", flush=True)
+    ev = history[-1]["eval"] if history else None
+    for epoch in range(start_epoch, tcfg.epochs):
+        if tcfg.max_steps and step >= tcfg.max_steps:
+            break
+        t0 = time.time()
+        data.train.set_epoch(epoch)
+        model.train()
+        loss_sum, seen = torch.zeros((), device=device), 0
+        bar = tqdm(data.train, total=steps_per_epoch, desc=f"{stage.name} {epoch + 1}/{tcfg.epochs}", leave=False,
+                   disable=not (tcfg.progress and dist.is_main), file=sys.stderr, mininterval=2.0)
+        for i, (x, y) in enumerate(bar):
+            if i >= steps_per_epoch or (tcfg.max_steps and step >= tcfg.max_steps):
+                break
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if ctx.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                out = model(x)
+                task = F.cross_entropy(out.float(), y, label_smoothing=float(tcfg.label_smoothing))
+                if teacher is not None:
+                    with torch.no_grad():
+                        t_out = teacher(x)
+                    a = float(tcfg.distill.alpha)
+                    task = (1 - a) * task + a * kd_loss(out.float(), t_out.float(), float(tcfg.distill.temperature))
+                loss = method.loss(model, x, out, y, task)
+            if not torch.isfinite(loss):
+                path = os.path.join(stage_dir, "nonfinite_state.pt")
+                save(epoch, path)
+                raise NonFiniteLossError(
+                    f"[{stage.name}] loss became {loss.item()} at epoch {epoch}, step {step} "
+                    f"(lr {scheduler.get_last_lr()[0]:.3e}); state saved to {path}. Lower trainer.optimizer.lr, "
+                    f"add warmup (trainer.scheduler.warmup_epochs) or check the method's loss terms.")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            method.after_backward(raw, step)
+            optimizer.step()
+            scheduler.step()
+            method.after_step(raw, step)
+            step += 1
+            loss_sum += loss.detach()
+            seen += 1
+            if dist.is_main and step % tcfg.log_every == 0:
+                logger.log({"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0],
+                            "epoch": epoch + i / steps_per_epoch}, step=global_step_offset + step)
+        method.on_epoch_end(raw, epoch, ctx)
+        train_loss = (loss_sum / max(seen, 1)).item()
+        last_epoch = epoch + 1 == tcfg.epochs or bool(tcfg.max_steps and step >= tcfg.max_steps)
+        ev = None
+        if (epoch + 1) % tcfg.eval_every == 0 or last_epoch:
+            ev = evaluate(model, data.test, device, tcfg.limit_eval_batches, autocast_dtype)
+            best = ev["top1"] if best is None else max(best, ev["top1"])
+        history.append({"epoch": epoch + 1, "step": step, "train_loss": train_loss, "eval": ev})
+        if dist.is_main:
+            point = {"epoch": epoch + 1, "train/epoch_loss": train_loss, "train/lr": scheduler.get_last_lr()[0]}
+            if ev:
+                point.update({"eval/top1": ev["top1"], "eval/top5": ev["top5"], "eval/loss": ev["loss"]})
+            logger.log(point, step=global_step_offset + step)
+            print(_row(epoch + 1, tcfg.epochs, step, scheduler.get_last_lr()[0], train_loss, ev, time.time() - t0),
+                  flush=True)
+        save(epoch + 1)
+        if not math.isfinite(train_loss):
+            break
+    if ev is None:   # no epoch ran (resumed after the last one, or epochs=0): evaluate the model as it is
+        ev = evaluate(model, data.test, device, tcfg.limit_eval_batches, autocast_dtype)
+        best = ev["top1"] if best is None else best
+    metrics = {**ev, "best_top1": best, "steps": step, "epochs": len(history)}
+    return StageResult(metrics=metrics, history=history, steps=step, epochs=len(history))
