@@ -82,8 +82,8 @@ def masked_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: s
 def per_class_accuracy(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Top-1 (%) per class; ``pred`` (N,) or (N, U) -> (C,) or (U, C). Classes with no image give NaN."""
     p = pred if pred.dim() == 2 else pred[:, None]
-    hit = (p == y[:, None]).float()                                   # (N, U)
-    onehot = torch.nn.functional.one_hot(y, num_classes).float()      # (N, C)
+    hit = (p == y[:, None]).double()                                  # (N, U)
+    onehot = torch.nn.functional.one_hot(y, num_classes).double()     # (N, C)
     counts = onehot.sum(0)
     acc = 100.0 * (hit.T @ onehot) / counts.clamp_min(1)
     acc[:, counts == 0] = float("nan")
@@ -92,8 +92,8 @@ def per_class_accuracy(pred: torch.Tensor, y: torch.Tensor, num_classes: int) ->
 
 def accuracy_drops(base_pred: torch.Tensor, abl_pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict:
     """Delta_u (U,) overall and Delta_{u,k} (U, C) per class, in percentage points."""
-    base_acc = 100.0 * (base_pred == y).float().mean()
-    abl_acc = 100.0 * (abl_pred == y[:, None]).float().mean(0)
+    base_acc = 100.0 * (base_pred == y).double().mean()
+    abl_acc = 100.0 * (abl_pred == y[:, None]).double().mean(0)
     base_k = per_class_accuracy(base_pred, y, num_classes)
     abl_k = per_class_accuracy(abl_pred, y, num_classes)
     return {"base_top1": float(base_acc), "base_class_acc": base_k, "overall_drop": base_acc - abl_acc,
@@ -409,21 +409,22 @@ def analyze(cfg, model: nn.Module | None = None, compressed: nn.Module | None = 
             compressed_tag: str | None = None) -> dict:
     """Unit ablation of ``cfg``'s model (and a compressed copy): rows, CSVs, plots and a markdown report."""
     from engine.results import append_row
-    from methods.common.analysis import analysis_inputs, output_dir, provenance_row, quick_compress
+    from methods.common.analysis import analysis_inputs, analysis_row, compressed_model, output_dir
 
-    m = cfg.method
-    unknown = set(m.keys()) - KNOWN_KEYS
+    unknown = set(cfg.method.keys()) - KNOWN_KEYS
     if unknown:
         raise ValueError(f"method (unit_ablation): unknown keys {sorted(unknown)}; allowed: {sorted(KNOWN_KEYS)}")
     t0 = time.time()
-    model, x, y, bundle = analysis_inputs(cfg, model)
+    cfg, model, x, y, bundle = analysis_inputs(cfg, model)
+    m = cfg.method
     layer = str(m.layer) if m.get("layer") else default_layer(model, x[:1])
     tag = compressed_tag
-    if compressed is None and m.get("compare"):
-        compressed, tag = quick_compress(model, m.compare)
+    if compressed is None:
+        compressed, tag = compressed_model(cfg, model, bundle, x.device)
     variants = {"fp": model}
     if compressed is not None:
-        variants[tag or "compressed"] = compressed.to(x.device).eval()
+        tag = tag or "compressed"
+        variants[tag] = compressed.to(x.device).eval()
     kw = dict(batch_size=int(m.batch_size), bootstrap=int(m.bootstrap),
               seed=int(m.get("seed", 0) or 0), incoming=m.get("incoming_layer"), outgoing=m.get("outgoing_layer"))
     results = {v: unit_analysis(net, x, y, layer, bundle.num_classes, **kw) for v, net in variants.items()}
@@ -435,10 +436,10 @@ def analyze(cfg, model: nn.Module | None = None, compressed: nn.Module | None = 
     for variant, res in results.items():
         net = variants[variant]
         s = summary_metrics(res)
-        append_row(results_csv, {
-            **provenance_row(cfg, net, tuple(x.shape[1:]), x.device, wall), "method": "unit_ablation",
-            "variant": layer + ("" if variant == "fp" else f"|{variant}"), "top1": round(res["base_top1"], 4),
-            "best_or_last": "last", "extra": {"analysis": "unit_ablation", "layer": layer, "model_variant": variant, **s}})
+        append_row(results_csv, analysis_row(
+            cfg, net, tuple(x.shape[1:]), x.device, wall, method="unit_ablation",
+            variant=layer + ("" if variant == "fp" else f"|{variant}"), top1=round(res["base_top1"], 4),
+            extra={"analysis": "unit_ablation", "layer": layer, "model_variant": variant, **s}))
         write_csvs(out_dir, variant, res)
         p = os.path.join(out_dir, f"unit_ablation_{variant}.png")
         plot_unit_analysis(p, res, f"{cfg.model.name} {layer} ({variant}, {res['n']} images)")

@@ -330,17 +330,17 @@ def analyze(cfg, model: nn.Module | None = None, compressed: nn.Module | None = 
     Returns summary metrics (``top1`` and ``<method>/<layer>/<metric>`` means) of the main model.
     """
     from engine.results import append_row
-    from methods.common.analysis import analysis_inputs, output_dir, provenance_row, quick_compress
+    from methods.common.analysis import analysis_inputs, analysis_row, compressed_model, output_dir
 
-    m = cfg.method
-    _check_cfg(m)
+    _check_cfg(cfg.method)
     t0 = time.time()
-    model, x, y, bundle = analysis_inputs(cfg, model)
+    cfg, model, x, y, bundle = analysis_inputs(cfg, model)
+    m = cfg.method
     device = x.device
     layers = list(m.layers) if m.get("layers") else [default_layer(model, x[:1])]
     tag = compressed_tag
-    if compressed is None and m.get("compare"):
-        compressed, tag = quick_compress(model, m.compare)
+    if compressed is None:
+        compressed, tag = compressed_model(cfg, model, bundle, device)
     if compressed is not None:
         compressed = compressed.to(device).eval()
         tag = tag or "compressed"
@@ -361,14 +361,13 @@ def analyze(cfg, model: nn.Module | None = None, compressed: nn.Module | None = 
     for variant, (net, res) in variants.items():
         table = summarize(res["per_image"])
         tables[variant] = table
-        base = provenance_row(cfg, net, input_shape, device, wall)
         for (method, layer), row in sorted(table.items()):
-            append_row(results_csv, {
-                **base, "method": method, "variant": f"{layer}" + ("" if variant == "fp" else f"|{variant}"),
-                "top1": round(res["top1"], 4), "best_or_last": "last",
-                "extra": {"analysis": "xgradcam", "layer": layer, "model_variant": variant, "n_images": res["n"],
+            append_row(results_csv, analysis_row(
+                cfg, net, input_shape, device, wall, method=method,
+                variant=f"{layer}" + ("" if variant == "fp" else f"|{variant}"), top1=round(res["top1"], 4),
+                extra={"analysis": "xgradcam", "layer": layer, "model_variant": variant, "n_images": res["n"],
                           "target": str(m.target), "eps": float(m.eps), "steps": int(m.steps),
-                          "faithfulness_metric_source": "RISE (library-style, not the paper's)", **row}})
+                       "faithfulness_metric_source": "RISE (library-style, not the paper's)", **row}))
     write_scores_csv(os.path.join(out_dir, "cam_scores.csv"), tables)
 
     agreement = {}

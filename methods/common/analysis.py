@@ -1,31 +1,28 @@
 """Shared plumbing of the ``analysis`` family (methods that train nothing): inputs, compressed copies,
 result rows, output folders and small statistics.
 
-- ``analysis_inputs(cfg, model=None)``: the evaluated model (built from ``cfg.model`` unless given)
-  and the first ``method.num_images`` test images of ``cfg.data`` as two tensors.
+- ``analysis_inputs(cfg, model=None)``: the evaluated model (built from ``cfg.model``, or from
+  ``method.checkpoint``, unless given) and the first ``method.num_images`` test images of ``cfg.data``
+  as two tensors, with the engine's device choice and pretrained normalisation.
+- ``compressed_model``: what ``method.compare`` asks to analyse beside it (quick copy or checkpoint).
 - ``quick_compress(model, spec)``: a compressed COPY for before/after comparisons when no compressed
   checkpoint exists: ``{kind: prune, amount: 0.5}`` (per-layer L1-magnitude unstructured pruning of
   every conv/linear weight; the mask is applied and kept as a ``weight_mask`` buffer so complexity
   counts the sparsity) or ``{kind: quant, bits: 4}`` (symmetric per-output-channel uniform weight
   quantization, declared with ``weight_bits``). This is a probe, not any paper's method.
-- ``provenance_row(cfg, ...)``: the provenance columns of a results row (engine/results.py COLUMNS).
+- ``analysis_row(cfg, ...)``: a results row with the engine's provenance columns and measured complexity.
 - ``pearson``, ``spearman``, ``bootstrap_ci``: correlations across units (numpy, no scipy needed).
 """
 from __future__ import annotations
 
 import copy
-import datetime as _dt
-import hashlib
-import json
 import os
-import subprocess
-import uuid
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-COMPRESS_KINDS = ("prune", "quant")
+COMPRESS_KINDS = ("prune", "quant")   # quick copies; "checkpoint" loads a real compressed run
 
 
 # ---- compressed copies ---------------------------------------------------------------------------
@@ -39,7 +36,7 @@ def quick_compress(model: nn.Module, spec) -> tuple[nn.Module, str]:
     spec = dict(spec or {})
     kind = spec.get("kind")
     if kind not in COMPRESS_KINDS:
-        raise ValueError(f"method.compare.kind must be one of {COMPRESS_KINDS}, got {kind!r}")
+        raise ValueError(f"method.compare.kind must be one of {COMPRESS_KINDS + ('checkpoint',)}, got {kind!r}")
     out = copy.deepcopy(model).eval()
     if kind == "prune":
         amount = float(spec.get("amount", 0.5))
@@ -69,42 +66,87 @@ def quick_compress(model: nn.Module, spec) -> tuple[nn.Module, str]:
 
 
 # ---- inputs --------------------------------------------------------------------------------------
-def resolve_device(cfg) -> torch.device:
-    want = str(cfg.get("trainer", {}).get("device", "auto") if cfg.get("trainer") else "auto")
-    if want == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(want)
+def prepare(cfg):
+    """Validated, resolved copy of ``cfg`` with the pretrained weights' normalisation applied (as the
+    engine evaluates them), and the device."""
+    from omegaconf import OmegaConf
+
+    from engine.config import validate
+    from engine.runner import apply_pretrained_normalization, pick_device
+
+    validate(cfg)
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    apply_pretrained_normalization(cfg)
+    return cfg, pick_device(cfg.trainer.device)
 
 
-def analysis_inputs(cfg, model: nn.Module | None = None, device: torch.device | None = None):
-    """(model in eval mode on ``device``, images, labels, data bundle) for an analysis config."""
-    from data import build_data              # lands with the engine
+def load_checkpoint_model(path: str, bundle, device: torch.device, cfg=None) -> nn.Module:
+    """A model from a checkpoint: ``train.py``'s ``final.pt`` (its config rebuilds the backbone and the
+    method's transform, e.g. binary or pruned layers) or a bare state dict for ``cfg.model``."""
+    from omegaconf import OmegaConf
+
+    from engine import checkpoint
+    from engine.runner import build_backbone
+    from methods import RunContext, build_method
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    blob = checkpoint.load(path)
+    saved = OmegaConf.create(blob["config"]) if isinstance(blob, dict) and "config" in blob else None
+    src = saved if saved is not None else cfg
+    if src is None:
+        raise ValueError(f"{path} carries no config; give the model config to rebuild it")
+    model = build_backbone(src, bundle.num_classes, bundle.in_channels, bundle.image_size)
+    if saved is not None and saved.get("method") is not None:
+        method = build_method(saved.method)
+        if "method" in blob:
+            method.load_state_dict(blob["method"])
+        ctx = RunContext(num_classes=bundle.num_classes, in_channels=bundle.in_channels,
+                         image_size=bundle.image_size, device=device)
+        model = method.transform(model, ctx)
+    model.load_state_dict(checkpoint.unwrap_state_dict(blob))
+    return model.to(device).eval()
+
+
+def analysis_inputs(cfg, model: nn.Module | None = None):
+    """(cfg resolved, model in eval mode, images, labels, data bundle) for an analysis config."""
+    from data import build_data
+    from engine.runner import build_backbone
     from methods.common.cam import take_images
-    from models import build_model
 
-    device = device or resolve_device(cfg)
+    cfg, device = prepare(cfg)
     m = cfg.method
     bundle = build_data(cfg.data, batch_size=int(m.batch_size), device=device, seed=int(cfg.get("seed", 0) or 0))
     if model is None:
-        model = build_model(cfg.model.name, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
-                            image_size=bundle.image_size, pretrained=bool(cfg.model.get("pretrained", False)))
-        ckpt = m.get("checkpoint")
-        if ckpt:
-            state = torch.load(ckpt, map_location="cpu", weights_only=True)
-            for key in ("model", "state_dict", "model_state"):
-                if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-                    state = state[key]
-                    break
-            model.load_state_dict(state)
+        if m.get("checkpoint"):
+            model = load_checkpoint_model(str(m.checkpoint), bundle, device, cfg)
+        else:
+            model = build_backbone(cfg, bundle.num_classes, bundle.in_channels, bundle.image_size)
     model = model.to(device).eval()
     x, y = take_images(bundle.test, int(m.num_images))
-    return model, x.to(device), y.to(device), bundle
+    return cfg, model, x.to(device), y.to(device), bundle
+
+
+def compressed_model(cfg, model: nn.Module, bundle, device) -> tuple[nn.Module | None, str | None]:
+    """The model to analyse beside ``model`` from ``method.compare``: a quick pruned/quantized copy, or
+    ``{kind: checkpoint, path: ..., tag: ...}`` (e.g. a binarized or pruned run's ``final.pt``)."""
+    spec = cfg.method.get("compare")
+    if not spec:
+        return None, None
+    spec = dict(spec)
+    if spec.get("kind") == "checkpoint":
+        path = spec.get("path")
+        if not path:
+            raise ValueError("method.compare.kind=checkpoint needs method.compare.path")
+        tag = spec.get("tag") or os.path.splitext(os.path.basename(os.path.dirname(path) or path))[0]
+        return load_checkpoint_model(str(path), bundle, device, cfg), str(tag)
+    return quick_compress(model, spec)
 
 
 def model_tag(cfg) -> str:
     name = str(cfg.model.name)
     if cfg.method.get("checkpoint"):
-        name += "-" + os.path.splitext(os.path.basename(str(cfg.method.checkpoint)))[0]
+        name += "-" + os.path.basename(os.path.dirname(str(cfg.method.checkpoint)) or str(cfg.method.checkpoint))
     elif cfg.model.get("pretrained"):
         name += "-pretrained"
     return name
@@ -120,37 +162,17 @@ def output_dir(cfg, tag: str | None) -> str:
 
 
 # ---- result rows ---------------------------------------------------------------------------------
-def _git() -> tuple[str, bool]:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                    text=True, timeout=10).stdout.strip())
-        return sha, dirty
-    except (OSError, subprocess.SubprocessError):
-        return "", False
-
-
-def provenance_row(cfg, model: nn.Module, input_shape: tuple, device: torch.device, wall: float) -> dict:
-    """Columns every analysis row shares: ids, config, complexity of the analysed model, versions."""
+def analysis_row(cfg, model: nn.Module, input_shape: tuple, device: torch.device, wall: float, **fields) -> dict:
+    """A results row (engine.runner.result_row provenance) for an analysed model: its complexity is
+    measured, ``fields`` (method, variant, top1, extra, ...) override the defaults."""
     from engine.complexity import measure
-    from omegaconf import OmegaConf
+    from engine.runner import result_row
 
-    c = measure(model, input_shape).summary()
-    resolved = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
-    sha, dirty = _git()
-    return {
-        "run_id": uuid.uuid4().hex[:12], "timestamp": _dt.datetime.now().isoformat(timespec="seconds"),
-        "experiment": cfg.get("name") or f"{cfg.data.name}_{cfg.model.name}_{cfg.method.name}",
-        "reference": cfg.get("reference") or "", "paper": cfg.get("paper") or cfg.method.name,
-        "dataset": cfg.data.name, "model": cfg.model.name, "fidelity": cfg.get("fidelity", "adhoc"),
-        "seed": cfg.get("seed", 0), "epochs": 0, "steps": 0,
-        **{k: c[k] for k in ("params", "macs", "flops", "bops", "ops", "size_bits", "sparsity", "nonzero_params",
-                             "counter", "input_res")},
-        "wall_time_s": round(wall, 2), "device": str(device), "world_size": 1,
-        "git_sha": sha, "git_dirty": dirty,
-        "config_hash": hashlib.sha1(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:10],
-        "torch_version": torch.__version__, "command": "analyze(cfg)",
-    }
+    metrics = {**measure(model, input_shape).summary(), "steps": 0, "epochs": 0, "wall_time_s": round(wall, 2)}
+    metrics.update({k: fields.pop(k) for k in list(fields) if k in ("top1", "top5", "extra")})
+    row = result_row(cfg, metrics, device, 1)
+    row.update(fields)
+    return row
 
 
 # ---- statistics ----------------------------------------------------------------------------------
