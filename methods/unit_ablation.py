@@ -322,7 +322,7 @@ def plot_unit_analysis(path: str, res: dict, title: str) -> None:
     cb.ax.tick_params(labelsize=5)
     ax.set_title("class drop (pp)", fontsize=6)
     fig.suptitle(title, fontsize=7)
-    fig.tight_layout(pad=0.3)
+    fig.subplots_adjust(left=0.06, right=0.97, bottom=0.12, top=0.88, wspace=0.45, hspace=0.4)
     fig.savefig(path, dpi=72)
     plt.close(fig)
 
@@ -355,7 +355,7 @@ def plot_shift(path: str, a: dict, b: dict, labels: tuple[str, str]) -> None:
         ax.set_ylabel(f"{labels[1]} (pp)", fontsize=6)
         ax.set_title(f"rho={spearman(x, y):.2f}", fontsize=6)
         ax.tick_params(labelsize=5)
-    fig.tight_layout(pad=0.3)
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.2, top=0.88, wspace=0.45)
     fig.savefig(path, dpi=72)
     plt.close(fig)
 
@@ -451,8 +451,8 @@ def analyze(cfg, model: nn.Module | None = None, compressed: nn.Module | None = 
         p = os.path.join(out_dir, "unit_importance_shift.png")
         plot_shift(p, a, b, tuple(results))
         images.append(p)
-    context = (f"Model `{cfg.model.name}`, layer `{layer}` ({results['fp']['units']} units), first {x.shape[0]} test "
-               f"images of `{cfg.data.name}`; incoming weights `{results['fp']['incoming_layer']}`, outgoing "
+    context = (f"Model `{cfg.model.name}`, layer `{layer}` ({results['fp']['units']} units), {x.shape[0]} test "
+               f"images of `{cfg.data.name}` (spread evenly over the split); incoming weights `{results['fp']['incoming_layer']}`, outgoing "
                f"`{results['fp']['outgoing_layer']}`." + (f" Compressed copy: `{tag}`." if shift else ""))
     write_report(os.path.join(out_dir, "unit_ablation.md"), f"Unit ablation: {os.path.basename(out_dir)}", results,
                  shift, images, context)
@@ -471,3 +471,4 @@ class UnitAblation(Method):
 
     def analyze(self, cfg, model: nn.Module | None = None, **kw) -> dict:
         return analyze(cfg, model, **kw)
+

@@ -274,7 +274,7 @@ def render_grid(path: str, x: torch.Tensor, columns: list[tuple[str, torch.Tenso
         ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=6)
-    fig.tight_layout(pad=0.2)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.9, wspace=0.05, hspace=0.05)
     fig.savefig(path, dpi=72)
     plt.close(fig)
 
@@ -384,7 +384,7 @@ def analyze(cfg, model: nn.Module | None = None, compressed: nn.Module | None = 
         render_grid(path, x.cpu(), cols, n=int(m.grid_images), title=f"{cfg.model.name} {layer}")
         grids.append(path)
     top1 = {v: r["top1"] for v, (_, r) in variants.items()}
-    summary = (f"Model `{cfg.model.name}` on the first {x.shape[0]} test images of `{cfg.data.name}`; layers "
+    summary = (f"Model `{cfg.model.name}` on {x.shape[0]} test images of `{cfg.data.name}` (spread evenly over the split); layers "
                f"{layers}; target class: {m.target}; sensitivity on {min(int(m.sensitivity_images), x.shape[0])} "
                f"images, deletion/insertion on {min(int(m.faithfulness_images), x.shape[0])} images with "
                f"{int(m.steps)} steps." + (f" Compressed copy: `{tag}` ({dict(m.compare) if m.get('compare') else 'given'})."
@@ -407,3 +407,4 @@ class XGradCAM(Method):
 
     def analyze(self, cfg, model: nn.Module | None = None, **kw) -> dict:
         return analyze(cfg, model, **kw)
+

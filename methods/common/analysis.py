@@ -2,7 +2,7 @@
 result rows, output folders and small statistics.
 
 - ``analysis_inputs(cfg, model=None)``: the evaluated model (built from ``cfg.model``, or from
-  ``method.checkpoint``, unless given) and the first ``method.num_images`` test images of ``cfg.data``
+  ``method.checkpoint``, unless given) and ``method.num_images`` test images of ``cfg.data`` spread evenly over the split
   as two tensors, with the engine's device choice and pretrained normalisation.
 - ``compressed_model``: what ``method.compare`` asks to analyse beside it (quick copy or checkpoint).
 - ``quick_compress(model, spec)``: a compressed COPY for before/after comparisons when no compressed
@@ -123,7 +123,7 @@ def analysis_inputs(cfg, model: nn.Module | None = None):
         else:
             model = build_backbone(cfg, bundle.num_classes, bundle.in_channels, bundle.image_size)
     model = model.to(device).eval()
-    x, y = take_images(bundle.test, int(m.num_images))
+    x, y = take_images(bundle.test, int(m.num_images), getattr(bundle, "test_size", None))
     return cfg, model, x.to(device), y.to(device), bundle
 
 
@@ -214,3 +214,25 @@ def bootstrap_ci(a, b, stat=spearman, n: int = 1000, seed: int = 0, level: float
         return float("nan"), float("nan")
     lo, hi = np.quantile(vals, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
+
+
+# ---- command line (until evaluate.py dispatches family=analysis) ------------------------------------
+def cli(argv: list[str] | None = None) -> dict:
+    """``python scripts/analyze.py experiment=xgradcam/cifar10_jpeg_resnet20 [overrides]``: compose the
+    real config and run the ``analyze`` of ``methods.<method.name>`` (a method of family ``analysis``)."""
+    import importlib
+    import sys
+
+    from hydra import compose, initialize_config_dir
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    conf = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=argv)
+    if cfg.method.get("family") != "analysis":
+        raise ValueError(f"method={cfg.method.name} is not of family 'analysis' (give method=xgradcam or "
+                         "method=unit_ablation, or an experiment of theirs)")
+    metrics = importlib.import_module(f"methods.{cfg.method.name}").analyze(cfg)
+    for k, v in metrics.items():
+        print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}", flush=True)
+    return metrics

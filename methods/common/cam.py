@@ -308,14 +308,29 @@ def deletion_insertion(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor
             "deletion_auc": auc(curves["deletion"]), "insertion_auc": auc(curves["insertion"])}
 
 
-def take_images(batches: Iterable, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` images and labels of an iterable of (x, y) batches, as two tensors."""
-    xs, ys, got = [], [], 0
+def take_images(batches: Iterable, n: int, total: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images and labels of an iterable of (x, y) batches, as two tensors.
+
+    With ``total`` (the split's size) the images are spread evenly over the split (indices
+    floor(j * total / n)), so a class-sorted split (cifar10_jpeg's test set is) gives every class its
+    share; without it, the first ``n``. Streams: never holds more than one batch beyond the picks."""
+    if total is not None and total > n:
+        wanted = torch.div(torch.arange(n, dtype=torch.float64) * total, n, rounding_mode="floor").long()
+    else:
+        wanted = torch.arange(n)
+    xs, ys, seen, k = [], [], 0, 0
     for x, y in batches:
-        xs.append(x[: n - got])
-        ys.append(y[: n - got])
-        got += xs[-1].shape[0]
-        if got >= n:
+        b = x.shape[0]
+        hi = k
+        while hi < len(wanted) and wanted[hi] < seen + b:
+            hi += 1
+        if hi > k:
+            idx = (wanted[k:hi] - seen).to(x.device)
+            xs.append(x[idx])
+            ys.append(y[idx.to(y.device)])
+            k = hi
+        seen += b
+        if k >= len(wanted):
             break
     if not xs:
         raise ValueError("the data split yielded no batches")
