@@ -10,7 +10,10 @@ LOCK=${LOCK:-/tmp/cpu-heavy.lock}
 export DATA_ROOT=${DATA_ROOT:-../shared/data}
 EXTRA=("$@")   # e.g. paths.cache_dir=... logger=none
 
-run() { flock "$LOCK" "$PY" scripts/analyze.py "$@" logger=none "${EXTRA[@]}"; }
+# Each step takes the shared CPU lock; NO_LOCK=1 when the whole script already runs under it
+# (flock /tmp/cpu-heavy.lock env NO_LOCK=1 scripts/reproduce_analysis.sh).
+locked() { if [ "${NO_LOCK:-0}" = 1 ]; then "$@"; else flock "$LOCK" "$@"; fi; }
+run() { locked "$PY" scripts/analyze.py "$@" logger=none "${EXTRA[@]}"; }
 
 run experiment=xgradcam/cifar10_jpeg_resnet20
 run experiment=unit_ablation/cifar10_jpeg_resnet20
@@ -19,7 +22,7 @@ run experiment=xgradcam/cifar10_jpeg_resnet56
 
 LENET5_CKPT=${LENET5_CKPT:-$(ls outputs/mnist_lenet5/*/final.pt 2>/dev/null | head -1 || true)}
 if [ -z "$LENET5_CKPT" ]; then
-  flock "$LOCK" "$PY" train.py experiment=backbones/mnist_lenet5
+  locked "$PY" train.py experiment=backbones/mnist_lenet5
   LENET5_CKPT=$(ls outputs/mnist_lenet5/*/final.pt | head -1)
 fi
 run experiment=xgradcam/mnist_lenet5 method.checkpoint="$LENET5_CKPT"
