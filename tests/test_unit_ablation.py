@@ -169,3 +169,35 @@ def test_bad_analysis_config_fails_naming_the_key(compose):
     cfg = compose(["method=xgradcam", "model=resnet20", "data=synthetic", "method.methods=[xgradcam,scorecam]"])
     with pytest.raises(ValueError, match="method.methods"):
         analyze(cfg)
+
+
+def test_even_subset_covers_a_class_sorted_split():
+    from methods.common.cam import take_images
+
+    y_all = torch.arange(10).repeat_interleave(10)                    # 100 labels sorted by class
+    x_all = torch.arange(100.0)[:, None]
+    batches = [(x_all[i:i + 7], y_all[i:i + 7]) for i in range(0, 100, 7)]
+    x, y = take_images(batches, 10, total=100)
+    assert y.tolist() == list(range(10)) and x[:, 0].tolist() == [10.0 * k for k in range(10)]
+    x, y = take_images(batches, 10)                                   # no total: the first 10
+    assert y.tolist() == [0] * 10
+
+
+def test_checkpoint_model_loads_a_bare_state_dict(compose, tmp_path):
+    from data import build_data
+    from methods.common.analysis import compressed_model, load_checkpoint_model
+
+    cfg = compose(["method=unit_ablation", "model=lenet5", "data=synthetic"])
+    bundle = build_data(cfg.data, batch_size=8)
+    src = build_model("lenet5", num_classes=bundle.num_classes, in_channels=bundle.in_channels,
+                      image_size=bundle.image_size)
+    path = str(tmp_path / "w.pt")
+    torch.save({"model": src.state_dict()}, path)
+    got = load_checkpoint_model(path, bundle, torch.device("cpu"), cfg)
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), got.state_dict().values()))
+    cfg.method.compare = {"kind": "checkpoint", "path": path, "tag": "mine"}
+    model, tag = compressed_model(cfg, src, bundle, torch.device("cpu"))
+    assert tag == "mine" and isinstance(model, type(src))
+    cfg.method.compare = {"kind": "checkpoint"}
+    with pytest.raises(ValueError, match="method.compare.path"):
+        compressed_model(cfg, src, bundle, torch.device("cpu"))
