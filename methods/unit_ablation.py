@@ -472,3 +472,7 @@ class UnitAblation(Method):
     def analyze(self, cfg, model: nn.Module | None = None, **kw) -> dict:
         return analyze(cfg, model, **kw)
 
+    def stages(self):
+        raise ValueError("method=unit_ablation is an analysis method (family 'analysis') and trains nothing: run "
+                         "python scripts/analyze.py method=unit_ablation ... (or its analyze(cfg)), not train.py")
+

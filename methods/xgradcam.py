@@ -408,3 +408,7 @@ class XGradCAM(Method):
     def analyze(self, cfg, model: nn.Module | None = None, **kw) -> dict:
         return analyze(cfg, model, **kw)
 
+    def stages(self):
+        raise ValueError("method=xgradcam is an analysis method (family 'analysis') and trains nothing: run "
+                         "python scripts/analyze.py method=xgradcam ... (or its analyze(cfg)), not train.py")
+

@@ -244,3 +244,11 @@ def test_bad_method_and_target_fail_naming_the_key():
         cam_scores(net, x, torch.tensor([0]), ["feat"], ["scorecam"])
     with pytest.raises(ValueError, match="method.target"):
         cam_scores(net, x, torch.tensor([0]), ["feat"], ["xgradcam"], target="gt")
+
+
+def test_training_an_analysis_method_fails_with_a_pointer(compose):
+    from engine.runner import run
+
+    cfg = compose(["method=xgradcam", "model=resnet20", "data=synthetic", "trainer.max_steps=1"])
+    with pytest.raises(ValueError, match="scripts/analyze.py"):
+        run(cfg)
