@@ -76,3 +76,23 @@ def test_unit_ablation_claims(claim):
         if not ok:
             failed.append((r["model"], r["dataset"], r["variant"], v))
     assert not failed, f"{claim['id']} does not hold for {failed}"
+
+
+@pytest.mark.parametrize("paper", ["xgradcam", "unit_ablation"])
+def test_experiments_compose_and_cite_existing_entries(compose, paper):
+    import glob
+
+    from omegaconf import OmegaConf
+
+    from engine.config import validate
+
+    with open(os.path.join(ROOT, "results", "reference", f"{paper}.yaml")) as f:
+        keys = {e["key"] for e in yaml.safe_load(f)["entries"]}
+    files = sorted(glob.glob(os.path.join(ROOT, "conf", "experiment", paper, "*.yaml")))
+    assert files
+    for path in files:
+        cfg = compose([f"experiment={paper}/{os.path.basename(path)[:-5]}"])
+        validate(cfg)
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+        assert cfg.method.family == "analysis" and cfg.paper == paper
+        assert cfg.reference.split(":")[1] in keys, f"{path}: reference {cfg.reference} is not an entry of {paper}.yaml"
