@@ -43,7 +43,7 @@ def _split(root: str, split: str, transform, n):
     if not os.path.isdir(path):
         raise DataNotFoundError(
             f"dataset 'imagenet' not found: searched {os.path.abspath(path)}. Expected an ImageFolder layout "
-            f"<data.root>/<data.folder>/{{train,val}}/<class>/*.JPEG (e.g. ILSVRC-2012 after the usual valprep).")
+            f"<data.root>/<data.folder>/{{train,val}}/<class>/*.JPEG (e.g. ILSVRC-2012 after the usual valprep). Set DATA_ROOT (or data.root=...) to the folder above it.")
     ds = datasets.ImageFolder(path, transform)
     return Subset(ds, range(n)) if n is not None else ds
 

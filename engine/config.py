@@ -86,14 +86,27 @@ CHOICES = {
 LOGGER_MODES = ("offline", "online", "disabled")
 
 
+def _allowed_keys(path: list[str]) -> list[str]:
+    schema = TrainerSchema
+    for part in path:
+        f = schema.__dataclass_fields__.get(part)
+        if f is None or not hasattr(f.default_factory, "__dataclass_fields__"):
+            break
+        schema = f.default_factory
+    return list(schema.__dataclass_fields__)
+
+
 def checked_trainer(trainer_cfg, where: str = "trainer"):
     """``trainer_cfg`` merged onto the schema: unknown keys and wrong types fail naming the key."""
     try:
         return OmegaConf.merge(OmegaConf.structured(TrainerSchema), trainer_cfg)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
-        raise ConfigError(f"{where}.{key}: {e.msg if hasattr(e, 'msg') else e}. "
-                          f"Known trainer keys: {', '.join(TrainerSchema.__dataclass_fields__)}") from None
+        first_line = str(e).splitlines()[0]
+        if "not in" in first_line:
+            allowed = _allowed_keys(key.split(".")[:-1])
+            raise ConfigError(f"{where}.{key}: unknown key; allowed here: {', '.join(allowed)}") from None
+        raise ConfigError(f"{where}.{key}: {first_line}") from None
 
 
 def check_choice(cfg, key: str, allowed) -> None:

@@ -1,0 +1,41 @@
+import multiprocessing as mp
+import os
+
+import pytest
+
+from engine.results import COLUMNS, ResultsError, append_row, read_rows
+
+
+def _writer(path, worker, n):
+    for i in range(n):
+        append_row(path, {"run_id": f"w{worker}-{i}", "command": "x" * 2000, "top1": worker + i / 100,
+                          "extra": {"worker": worker, "i": i, "note": "comma, quote \" and\nnewline"}})
+
+
+def test_eight_parallel_writers_lose_and_tear_no_row(tmp_path):
+    path = str(tmp_path / "runs" / "p.csv")
+    procs = [mp.get_context("spawn").Process(target=_writer, args=(path, w, 25)) for w in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    rows = read_rows(path)
+    assert len(rows) == 200
+    assert sorted(r["run_id"] for r in rows) == sorted(f"w{w}-{i}" for w in range(8) for i in range(25))
+    assert all(r["command"] == "x" * 2000 and r["extra"]["note"] == "comma, quote \" and\nnewline" for r in rows)
+    assert open(path).read().count(",".join(COLUMNS)) == 1
+
+
+def test_unknown_column_is_refused(tmp_path):
+    with pytest.raises(ResultsError, match="latency"):
+        append_row(str(tmp_path / "a.csv"), {"latency": 3})
+
+
+def test_a_file_with_another_header_is_not_appended_to(tmp_path):
+    path = tmp_path / "old.csv"
+    path.write_text("run_id,top1\nabc,1\n")
+    with pytest.raises(ResultsError, match="missing"):
+        append_row(str(path), {"run_id": "x"})
+    with pytest.raises(ResultsError, match=r"old.csv: missing columns"):
+        read_rows(str(path))
