@@ -452,8 +452,8 @@ def analyze(cfg, model: nn.Module | None = None, compressed: nn.Module | None = 
         plot_shift(p, a, b, tuple(results))
         images.append(p)
     context = (f"Model `{cfg.model.name}`, layer `{layer}` ({results['fp']['units']} units), {x.shape[0]} test "
-               f"images of `{cfg.data.name}` (spread evenly over the split); incoming weights `{results['fp']['incoming_layer']}`, outgoing "
-               f"`{results['fp']['outgoing_layer']}`." + (f" Compressed copy: `{tag}`." if shift else ""))
+               f"images of `{cfg.data.name}` (spread evenly over the split); incoming weights "
+               f"`{results['fp']['incoming_layer']}`, outgoing `{results['fp']['outgoing_layer']}`." + (f" Compressed copy: `{tag}`." if shift else ""))
     write_report(os.path.join(out_dir, "unit_ablation.md"), f"Unit ablation: {os.path.basename(out_dir)}", results,
                  shift, images, context)
     metrics = {"top1": results["fp"]["base_top1"], "output_dir": out_dir, "results_csv": results_csv,

@@ -384,11 +384,12 @@ def analyze(cfg, model: nn.Module | None = None, compressed: nn.Module | None = 
         render_grid(path, x.cpu(), cols, n=int(m.grid_images), title=f"{cfg.model.name} {layer}")
         grids.append(path)
     top1 = {v: r["top1"] for v, (_, r) in variants.items()}
-    summary = (f"Model `{cfg.model.name}` on {x.shape[0]} test images of `{cfg.data.name}` (spread evenly over the split); layers "
-               f"{layers}; target class: {m.target}; sensitivity on {min(int(m.sensitivity_images), x.shape[0])} "
-               f"images, deletion/insertion on {min(int(m.faithfulness_images), x.shape[0])} images with "
-               f"{int(m.steps)} steps." + (f" Compressed copy: `{tag}` ({dict(m.compare) if m.get('compare') else 'given'})."
-                                           if compressed is not None else ""))
+    given = dict(m.compare) if m.get("compare") else "given"
+    summary = (f"Model `{cfg.model.name}` on {x.shape[0]} test images of `{cfg.data.name}` (spread evenly over the "
+               f"split); layers {layers}; target class: {m.target}; sensitivity on "
+               f"{min(int(m.sensitivity_images), x.shape[0])} images, deletion/insertion on "
+               f"{min(int(m.faithfulness_images), x.shape[0])} images with {int(m.steps)} steps."
+               + (f" Compressed copy: `{tag}` ({given})." if compressed is not None else ""))
     write_report(os.path.join(out_dir, "xgradcam.md"), f"XGrad-CAM analysis: {os.path.basename(out_dir)}", tables,
                  top1, agreement, layers, grids, x.shape[0], summary)
     metrics = {"top1": top1["fp"], "output_dir": out_dir, "results_csv": results_csv}

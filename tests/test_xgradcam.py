@@ -149,7 +149,8 @@ def test_maps_match_pytorch_grad_cam(method, layer):
 
 def test_layer_lookup_and_defaults():
     assert default_layer(build_model("resnet20", num_classes=10), torch.randn(1, 3, 32, 32)) == "layer3"
-    assert default_layer(build_model("lenet5", num_classes=10, in_channels=1, image_size=28), torch.randn(1, 1, 28, 28)) == "pool2"
+    lenet = build_model("lenet5", num_classes=10, in_channels=1, image_size=28)
+    assert default_layer(lenet, torch.randn(1, 1, 28, 28)) == "pool2"
     with pytest.raises(KeyError, match="layer3"):
         get_module(build_model("resnet20", num_classes=10), "layer33")
 
@@ -216,7 +217,8 @@ def test_deletion_insertion_rank_the_decisive_pixel():
     b = deletion_insertion(OnePixel(), x, bad, cls, steps=4)
     p1 = 1 / (1 + np.exp(-10.0))
     # good order deletes the pixel at the first step: curve p1, .5, .5, .5, .5
-    torch.testing.assert_close(g["deletion_curve"][0], torch.tensor([p1, .5, .5, .5, .5], dtype=torch.float32), rtol=0, atol=1e-6)
+    expected = torch.tensor([p1, .5, .5, .5, .5], dtype=torch.float32)
+    torch.testing.assert_close(g["deletion_curve"][0], expected, rtol=0, atol=1e-6)
     assert g["deletion_auc"].item() == pytest.approx((p1 + .5) / 8 + 3 * .5 / 4, abs=1e-6)
     assert g["deletion_auc"] < b["deletion_auc"] and g["insertion_auc"] > b["insertion_auc"]
     assert auc(torch.tensor([[0.0, 1.0]])).item() == pytest.approx(0.5)
