@@ -3,7 +3,7 @@ result rows, output folders and small statistics.
 
 - ``analysis_inputs(cfg, model=None)``: the evaluated model (built from ``cfg.model``, or from
   ``method.checkpoint``, unless given) and ``method.num_images`` test images of ``cfg.data`` spread evenly over
-  the split  as two tensors, with the engine's device choice and pretrained normalisation.
+  the split, as two tensors, with the engine's device choice and pretrained normalisation.
 - ``compressed_model``: what ``method.compare`` asks to analyse beside it (quick copy or checkpoint).
 - ``quick_compress(model, spec)``: a compressed COPY for before/after comparisons when no compressed
   checkpoint exists: ``{kind: prune, amount: 0.5}`` (per-layer L1-magnitude unstructured pruning of
