@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 
 from methods import Method, register_method
-from methods.common.analysis import bootstrap_ci, pearson, spearman
+from methods.common.analysis import bootstrap_ci, pearson, save_small_png, spearman
 from methods.common.cam import LayerTaps, channel_mask, default_layer, get_module, logits_with_each_channel_zeroed
 
 ATTRIBUTES = ("class_selectivity", "class_correlation", "weight_l1_in", "weight_l1_out", "mean_activation")
@@ -323,7 +323,7 @@ def plot_unit_analysis(path: str, res: dict, title: str) -> None:
     ax.set_title("class drop (pp)", fontsize=6)
     fig.suptitle(title, fontsize=7)
     fig.subplots_adjust(left=0.06, right=0.97, bottom=0.12, top=0.88, wspace=0.45, hspace=0.4)
-    fig.savefig(path, dpi=72)
+    save_small_png(fig, path)
     plt.close(fig)
 
 
@@ -356,7 +356,7 @@ def plot_shift(path: str, a: dict, b: dict, labels: tuple[str, str]) -> None:
         ax.set_title(f"rho={spearman(x, y):.2f}", fontsize=6)
         ax.tick_params(labelsize=5)
     fig.subplots_adjust(left=0.13, right=0.97, bottom=0.2, top=0.88, wspace=0.45)
-    fig.savefig(path, dpi=72)
+    save_small_png(fig, path)
     plt.close(fig)
 
 

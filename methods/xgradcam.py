@@ -42,6 +42,7 @@ import torch
 import torch.nn as nn
 
 from methods import Method, register_method
+from methods.common.analysis import save_small_png
 from methods.common.cam import (default_layer, deletion_insertion, logits_with_each_channel_zeroed,
                                 scores_and_taps, upsample_maps)
 
@@ -275,7 +276,7 @@ def render_grid(path: str, x: torch.Tensor, columns: list[tuple[str, torch.Tenso
     if title:
         fig.suptitle(title, fontsize=6)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.9, wspace=0.05, hspace=0.05)
-    fig.savefig(path, dpi=72)
+    save_small_png(fig, path)
     plt.close(fig)
 
 
