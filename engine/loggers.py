@@ -57,8 +57,7 @@ class WandbLogger(NullLogger):
         self.run.log(metrics, step=step)
 
     def summary(self, metrics: dict) -> None:
-        for k, v in metrics.items():
-            self.run.summary[k] = v
+        self.run.summary.update(metrics)
 
     def finish(self) -> None:
         self.run.finish()

@@ -50,10 +50,10 @@ def test_misspelt_key_in_a_config_file_is_named(compose):
     ("trainer.precision=fp16", r"trainer.precision='fp16'"),
     ("model.name=resnet21", r"model.name: unknown model 'resnet21'. Did you mean"),
     ("method.name=sd-bnn", r"method.name: unknown method 'sd-bnn'"),
-    ("logger.mode=onlin", r"logger.mode='onlin'.*offline, online"),
+    ("logger=wandb,logger.mode=onlin", r"logger.mode='onlin'.*offline, online"),
 ])
 def test_bad_values_fail_naming_key_and_choices(compose, override, message):
-    cfg = compose([override])
+    cfg = compose(override.split(","))
     with pytest.raises(ConfigError, match=message):
         validate(cfg)
 
