@@ -3,6 +3,8 @@
     python evaluate.py checkpoint=outputs/<run>/final.pt
     python evaluate.py model=resnet20 model.pretrained=true data=cifar10_jpeg
     python evaluate.py report            # regenerate results/reports/ from the CSVs and references
+    python evaluate.py experiment=xgradcam/cifar10_jpeg_resnet20   # analysis methods (family: analysis)
+    python evaluate.py method=unit_ablation checkpoint=outputs/<run>/final.pt data=mnist
 """
 import sys
 
@@ -11,9 +13,27 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 
+def run_analysis(cfg: DictConfig) -> float:
+    """Methods of family ``analysis`` analyse a model (pretrained, or ``checkpoint=``) instead of evaluating it."""
+    import importlib
+
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        if cfg.get("checkpoint"):
+            cfg.method.checkpoint = cfg.checkpoint
+    metrics = importlib.import_module(f"methods.{cfg.method.name}").analyze(cfg)
+    for key, value in metrics.items():
+        print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}", flush=True)
+    return float(metrics.get("top1", 0.0))
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float:
     from engine.evaluator import evaluate_checkpoint
+
+    if cfg.method.get("family") == "analysis":
+        return run_analysis(cfg)
 
     overrides = HydraConfig.get().overrides.task
     data_overridden = any(o.split("=")[0].lstrip("+~") in ("data", "experiment") for o in overrides)

@@ -34,3 +34,15 @@ def test_pretrained_resnet20_on_jpeg_test_subset(compose):
     metrics = evaluate_checkpoint(cfg)
     # published 91.73 % on real CIFAR-10; the JPEG mirror costs about 10 points (81.0 % on the full split)
     assert 74.0 < metrics["top1"] < 88.0
+
+
+def test_evaluate_dispatches_analysis_methods(compose):
+    import evaluate
+    cfg = compose(["method=xgradcam", "data=synthetic", "data.test_size=32", "model=resnet20", "method.num_images=8",
+                   "method.batch_size=8", "method.sensitivity_images=2", "method.faithfulness_images=2",
+                   "method.steps=2", "method.grid_images=2", "method.methods=[xgradcam]"], config_name="evaluate")
+    top1 = evaluate.run_analysis(cfg)
+    assert 0.0 <= top1 <= 100.0
+    csvs = [f for f in os.listdir(cfg.paths.results_dir) if f.endswith(".csv")]
+    rows = [r for f in csvs for r in read_rows(os.path.join(cfg.paths.results_dir, f))]
+    assert rows and all(r["method"] == "xgradcam" for r in rows)
