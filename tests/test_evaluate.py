@@ -45,4 +45,4 @@ def test_evaluate_dispatches_analysis_methods(compose):
     assert 0.0 <= top1 <= 100.0
     csvs = [f for f in os.listdir(cfg.paths.results_dir) if f.endswith(".csv")]
     rows = [r for f in csvs for r in read_rows(os.path.join(cfg.paths.results_dir, f))]
-    assert rows and all(r["method"] == "xgradcam" for r in rows)
+    assert rows and all(r["experiment"] == "synthetic_resnet20_xgradcam" and r["fidelity"] for r in rows)
