@@ -36,3 +36,17 @@ def compose(tmp_path, monkeypatch):
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+def method_steps(method, model, opt, n, seed=0):
+    """The engine's per-step hook order on random 1x4x4 inputs (3 classes):
+    loss -> backward -> after_backward -> optimizer step -> after_step."""
+    g = torch.Generator().manual_seed(seed)
+    for i in range(n):
+        x = torch.randn(8, 1, 4, 4, generator=g)
+        y = torch.randint(0, 3, (8,), generator=g)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        method.after_backward(model, i)
+        opt.step()
+        method.after_step(model, i)

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 from omegaconf import OmegaConf
 
+from conftest import method_steps as steps
 from methods import RunContext, build_method
 from methods.common.masks import MaskedLayer, attach_masks
 from methods.dns import dns_mask, dns_thresholds, update_probability
@@ -35,17 +36,6 @@ def dns_cfg(**kw):
     return OmegaConf.create(base)
 
 
-def steps(method, model, opt, n, seed=0):
-    """The engine's per-step hook order: loss -> backward -> after_backward -> step -> after_step."""
-    g = torch.Generator().manual_seed(seed)
-    for i in range(n):
-        x = torch.randn(8, 1, 4, 4, generator=g)
-        y = torch.randint(0, 3, (8,), generator=g)
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        method.after_backward(model, i)
-        opt.step()
-        method.after_step(model, i)
 
 
 # ---- golden: the equations ------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import torch
 import torch.nn as nn
 from omegaconf import OmegaConf
 
+from conftest import method_steps as steps
 from engine.complexity import measure
 from methods import RunContext, build_method
 from methods.common.storage import sparse_entries, storage_report
@@ -36,16 +37,6 @@ def inq_cfg(**kw):
     return OmegaConf.create(base)
 
 
-def steps(method, model, opt, n, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for i in range(n):
-        x = torch.randn(8, 1, 4, 4, generator=g)
-        y = torch.randint(0, 3, (8,), generator=g)
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        method.after_backward(model, i)
-        opt.step()
-        method.after_step(model, i)
 
 
 def test_exponents_n1_n2():
