@@ -38,6 +38,24 @@ def compose(tmp_path, monkeypatch):
     GlobalHydra.instance().clear()
 
 
+def tiny_ctx():
+    """RunContext of the 1x4x4, 3-class inputs that ``method_steps`` feeds."""
+    from methods import RunContext
+    return RunContext(num_classes=3, in_channels=1, image_size=4, device=torch.device("cpu"))
+
+
+class TinyConvNet(torch.nn.Module):
+    """conv 1->4 (3x3) -> ReLU -> fc 16->3: one conv and one fc layer for method golden tests."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.fc = torch.nn.Linear(4 * 2 * 2, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
 def method_steps(method, model, opt, n, seed=0):
     """The engine's per-step hook order on random 1x4x4 inputs (3 classes):
     loss -> backward -> after_backward -> optimizer step -> after_step."""

@@ -6,26 +6,14 @@ import torch
 import torch.nn as nn
 from omegaconf import OmegaConf
 
+from conftest import TinyConvNet as Tiny
 from conftest import method_steps as steps
-from methods import RunContext, build_method
+from conftest import tiny_ctx as ctx
+from methods import build_method
 from methods.common.masks import MaskedLayer, attach_masks
 from methods.dns import dns_mask, dns_thresholds, update_probability
 
 pytestmark = pytest.mark.golden
-
-
-def ctx():
-    return RunContext(num_classes=3, in_channels=1, image_size=4, device=torch.device("cpu"))
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3)
-        self.fc = nn.Linear(4 * 2 * 2, 3)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.conv(x)).flatten(1))
 
 
 def dns_cfg(**kw):

@@ -4,29 +4,17 @@ import torch
 import torch.nn as nn
 from omegaconf import OmegaConf
 
+from conftest import TinyConvNet as Tiny
 from conftest import method_steps as steps
+from conftest import tiny_ctx as ctx
 from engine.complexity import measure
-from methods import RunContext, build_method
+from methods import build_method
 from methods.common.storage import sparse_entries, storage_report
 from methods.inq import in_set, inq_exponents, inq_levels, inq_quantize, partition_counts
 
 pytestmark = pytest.mark.golden
 
 W = torch.tensor([0.9, -0.3, 0.05, 0.6, -0.12, 0.0, 0.02, -0.75])
-
-
-def ctx():
-    return RunContext(num_classes=3, in_channels=1, image_size=4, device=torch.device("cpu"))
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3)
-        self.fc = nn.Linear(16, 3)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.conv(x)).flatten(1))
 
 
 def inq_cfg(**kw):
