@@ -672,11 +672,21 @@ class Judgement:
         return "known gap" if self.entry.known_gap else "out of band"
 
 
-def judge_metric(entry: Entry, metric: Metric, rows: list[dict], fidelity: str, conv: Conventions) -> Judgement:
-    """Values of ``metric`` from the rows citing ``entry`` at ``fidelity`` (converted to the metric's unit)."""
+def judged_experiments(entry: Entry, rows: list[dict], fidelity: str) -> list[str]:
+    """The experiments (recipes) whose rows cite ``entry`` at ``fidelity``, each judged on its own."""
+    return sorted({str(r.get("experiment") or "") for r in rows
+                   if r.get("reference") == entry.ref and r.get("fidelity") == fidelity})
+
+
+def judge_metric(entry: Entry, metric: Metric, rows: list[dict], fidelity: str, conv: Conventions,
+                 experiment: str | None = None) -> Judgement:
+    """Values of ``metric`` from the rows citing ``entry`` at ``fidelity`` (converted to the metric's unit); with
+    ``experiment``, only that recipe's rows (seeds of one recipe give the std; two recipes are not pooled)."""
     values, ids = [], []
     for row in rows:
         if row.get("reference") != entry.ref or row.get("fidelity") != fidelity:
+            continue
+        if experiment is not None and str(row.get("experiment") or "") != experiment:
             continue
         v = row_value(row, metric.name, conv)
         if v is None:
@@ -816,22 +826,35 @@ class ExperimentConfig:
     command: str | None
 
 
+def _read_experiment(path: str, base: str) -> tuple[dict, dict, str]:
+    """(top-level fields, config groups, text) of one experiment file, on top of the experiment files it
+    extends through its defaults list (``- /experiment/<group>/<name>``)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ReferenceError(f"{path}: not valid YAML: {e}") from None
+    fields, groups = {}, {}
+    for d in raw.get("defaults") or []:
+        if isinstance(d, str) and d.startswith("/experiment/"):
+            parent_fields, parent_groups, _ = _read_experiment(os.path.join(base, d[len("/experiment/"):] + ".yaml"),
+                                                               base)
+            fields.update(parent_fields)
+            groups.update(parent_groups)
+        elif isinstance(d, dict):
+            for k, v in d.items():
+                groups[k.replace("override", "").strip().lstrip("/")] = v
+    fields.update({k: v for k, v in raw.items() if k != "defaults"})
+    return fields, groups, text
+
+
 def load_experiment_configs(conf_dir: str | os.PathLike = ROOT / "conf") -> list[ExperimentConfig]:
     """Plain-YAML view of ``conf/experiment/**.yaml`` (reference, fidelity, method/data/model overrides)."""
     out = []
     base = os.path.join(str(conf_dir), "experiment")
     for path in sorted(glob.glob(os.path.join(base, "**", "*.yaml"), recursive=True)):
-        try:
-            with open(path) as f:
-                text = f.read()
-            raw = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise ReferenceError(f"{path}: not valid YAML: {e}") from None
-        groups = {}
-        for d in raw.get("defaults") or []:
-            if isinstance(d, dict):
-                for k, v in d.items():
-                    groups[k.replace("override", "").strip().lstrip("/")] = v
+        raw, groups, text = _read_experiment(path, base)
         command = next((ln.lstrip("# ").strip() for ln in text.splitlines()
                         if ln.startswith("#") and ln.lstrip("# ").startswith("python ")), None)
         out.append(ExperimentConfig(path=path, paper=raw.get("paper"), name=raw.get("name"),

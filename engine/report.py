@@ -66,6 +66,18 @@ def _load_rows(results_dir: str, refs: dict, errors: list[str]) -> list[dict]:
     return rows
 
 
+def _entry_line(e: R.Entry, m: R.Metric, j: R.Judgement, status: str, experiment: str | None) -> str:
+    ours = "—" if not j.values else (f"{_fmt(j.mean)} ± {_fmt(j.std)}" if j.std is not None else _fmt(j.mean))
+    delta = "—" if j.delta is None else f"{j.delta:+.2f}"
+    band = "—" if j.band is None else _fmt(j.band)
+    seeds = str(j.n) if j.values else "0"
+    fid = j.fidelity if j.values else "—"
+    return (f"| {e.key} | {e.dataset} | {e.model} | {e.method} | {_md_escape(e.variant or '')} | "
+            f"{m.name} ({m.unit}) | {_fmt(m.value)} | {ours} | {delta} | {band} | "
+            f"{_md_escape(status)} | {fid} | {seeds} | {'yes' if e.verified else 'no (labelled)'} | "
+            f"{_md_escape(experiment or '')} |")
+
+
 def cell_status(entry: R.Entry, judgement: R.Judgement | None, configs: list[R.ExperimentConfig],
                 conf_dir: str) -> str:
     """Status words of one entry x metric (see module docstring)."""
@@ -179,8 +191,8 @@ def paper_report(ref: R.PaperReference, rows: list[dict], configs: list[R.Experi
     for table, entries in tables.items():
         lines += [f"## {table}", "",
                   "| entry | dataset | model | method | variant | metric | reported | ours | Δ | band ± | status | "
-                  "fidelity | seeds | verified |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "fidelity | seeds | verified | rows from |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for e in entries:
             cfgs = by_ref.get(e.ref, [])
             cells = []
@@ -190,25 +202,17 @@ def paper_report(ref: R.PaperReference, rows: list[dict], configs: list[R.Experi
                            and not isinstance(e.architecture, str) else "the method's own tests")
                     exact_lines.append(f"| {e.key} | {e.model} | {m.name} | {_fmt(m.value)} {m.unit} | {who} |")
                     continue
-                j = R.judge_metric(e, m, rows, "paper", conv)
-                if not j.values:
-                    jr = R.judge_metric(e, m, rows, "reduced", conv)
-                    j = jr if jr.values else j
-                status = (cell_status(e, j, cfgs, conf_dir) if m.band is not None else
-                          "informational (not judged)" if m.value is not None else "no reported value")
-                if status == "known gap":
-                    status = f"known gap: {e.known_gap}"
-                if m.band is not None:
-                    cells.append(status.split(":")[0] if status.startswith("known gap") else status)
-                ours = "—" if not j.values else (
-                    f"{_fmt(j.mean)} ± {_fmt(j.std)}" if j.std is not None else _fmt(j.mean))
-                delta = "—" if j.delta is None else f"{j.delta:+.2f}"
-                band = "—" if j.band is None else _fmt(j.band)
-                seeds = str(j.n) if j.values else "0"
-                fid = j.fidelity if j.values else "—"
-                lines.append(f"| {e.key} | {e.dataset} | {e.model} | {e.method} | {_md_escape(e.variant or '')} | "
-                             f"{m.name} ({m.unit}) | {_fmt(m.value)} | {ours} | {delta} | {band} | "
-                             f"{_md_escape(status)} | {fid} | {seeds} | {'yes' if e.verified else 'no (labelled)'} |")
+                # one line per recipe (experiment) whose rows cite the entry: recipes are not pooled
+                fid = "paper" if R.judged_experiments(e, rows, "paper") else "reduced"
+                for exp in R.judged_experiments(e, rows, fid) or [None]:
+                    j = R.judge_metric(e, m, rows, fid, conv, exp)
+                    status = (cell_status(e, j, cfgs, conf_dir) if m.band is not None else
+                              "informational (not judged)" if m.value is not None else "no reported value")
+                    if status == "known gap":
+                        status = f"known gap: {e.known_gap}"
+                    if m.band is not None:
+                        cells.append(status.split(":")[0] if status.startswith("known gap") else status)
+                    lines.append(_entry_line(e, m, j, status, exp))
             if not cells:   # only exact complexity metrics
                 cells = [cell_status(e, None, cfgs, conf_dir)]
             counts[entry_status(cells)] += 1

@@ -44,7 +44,7 @@ import torch.nn as nn
 from methods import Method, RunContext, Stage, register_method
 from methods.common.masks import (attach_masks, compressible_layers, fold_masks, layer_nonzeros,
                                   masked_layers)
-from methods.common.storage import storage_report
+from methods.common.storage import storage_metrics, storage_report
 
 HPARAMS = ("gamma", "power", "c_rate", "iter_stop")
 STAGE_KINDS = ("surgery", "finetune")
@@ -259,11 +259,7 @@ class DNS(Method):
     # ---- reporting and state ----
     def metrics(self, model: nn.Module) -> dict:
         model = _unwrap(model)
-        rep = storage_report(model, self.cfg.get("index_bits"))
-        out = {k: v for k, v in rep.items() if k != "layers"}
-        out["remaining_pct_by_layer"] = {n: round(v["remaining_pct"], 4) for n, v in rep["layers"].items()}
-        out["nonzero_by_layer"] = {n: v["nonzero"] for n, v in rep["layers"].items()}
-        out.update({f"remaining_pct_{n.replace('.', '_')}": round(v["remaining_pct"], 4) for n, v in rep["layers"].items()})
+        out = storage_metrics(model, self.cfg.get("index_bits"))
         out["dns"] = {n: {"mu": float(m.dns_stats[0]), "std": float(m.dns_stats[1]), "a": float(m.dns_stats[2]),
                           "b": float(m.dns_stats[3]), **self.hparams[n],
                           **{k: v for k, v in self.counts[n].items()}}

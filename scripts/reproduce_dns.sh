@@ -12,7 +12,7 @@ PY=${PY:-.venv/bin/python}
 LOCK=(flock /tmp/cpu-heavy.lock)
 SEEDS5=${SEEDS5:-"0"}
 SEEDS300=${SEEDS300:-"0 1"}
-newest() { ls -t $1 2>/dev/null | head -1; }
+newest() { ls -t $1 2>/dev/null | head -1 || true; }
 
 # 1. dense references: Caffe's LeNet solver, 10K iterations, batch 64 (dns.md table1_summary reference rows)
 if [ -n "${REF5:-}" ]; then

@@ -394,3 +394,35 @@ def test_experiment_configs_compose_and_pending_methods_fail_clearly(compose):
                 validate(cfg)
         else:
             validate(cfg)
+
+
+def test_experiment_config_extending_another_inherits_its_groups_and_fields(tmp_path):
+    exp = tmp_path / "experiment" / "p"
+    exp.mkdir(parents=True)
+    (exp / "base.yaml").write_text("# @package _global_\n# python train.py experiment=p/base\n"
+                                   "defaults:\n  - override /method: dns\n  - override /data: mnist\n"
+                                   "paper: dns\nname: base\nreference: dns:lenet5_dns\nfidelity: paper\n")
+    (exp / "child.yaml").write_text("# @package _global_\n# python train.py experiment=p/child\n"
+                                    "defaults:\n  - /experiment/p/base\n  - override /data: mnist_caffe\n  - _self_\n"
+                                    "name: child\nvariant: v\n")
+    child = next(c for c in R.load_experiment_configs(tmp_path) if c.path.endswith("child.yaml"))
+    assert (child.method, child.data, child.paper, child.name, child.reference, child.fidelity, child.variant) == \
+        ("dns", "mnist_caffe", "dns", "child", "dns:lenet5_dns", "paper", "v")
+    assert child.command == "python train.py experiment=p/child"
+
+
+def test_two_recipes_citing_one_entry_are_judged_apart(tmp_path):
+    """Rows of two experiments citing the same entry are not pooled: a far recipe neither widens the band of a
+    close one (through the seed std) nor hides among its seeds."""
+    ref = _entry(tmp_path)
+    e, m = ref.entries["lenet5_dns"], ref.entries["lenet5_dns"].metrics["top1_error"]
+    rows = [row(reference="dns:lenet5_dns", top1=99.1, experiment="faithful"),
+            row(reference="dns:lenet5_dns", top1=99.05, experiment="faithful"),
+            row(reference="dns:lenet5_dns", top1=97.0, experiment="other")]
+    assert R.judged_experiments(e, rows, "paper") == ["faithful", "other"]
+    pooled = R.judge_metric(e, m, rows, "paper", ref.conventions)
+    assert pooled.within(3.0)                            # pooling: std 1.2 -> band 2.4 lets 3 % error pass
+    faithful = R.judge_metric(e, m, rows, "paper", ref.conventions, "faithful")
+    other = R.judge_metric(e, m, rows, "paper", ref.conventions, "other")
+    assert faithful.n == 2 and faithful.status == "in band" and faithful.band == pytest.approx(0.15)
+    assert other.n == 1 and other.status == "out of band" and not other.within(3.0)

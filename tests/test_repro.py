@@ -55,7 +55,8 @@ def test_paper_row_within_band(row):
             continue
         if metric.name in R.COMPLEXITY_METRICS:
             ours /= metric.scale
-        judgement = R.judge_metric(entry, metric, ROWS, "paper", conv)   # seed std over all rows of this entry
+        # seed std over this recipe's rows (same experiment) citing the entry
+        judgement = R.judge_metric(entry, metric, ROWS, "paper", conv, str(row.get("experiment") or ""))
         checked.append(metric.name)
         if not judgement.within(ours):
             failures.append(f"{metric.name}: ours {ours:.4g} vs reported {metric.value:.4g} {metric.unit} "

@@ -88,3 +88,14 @@ def storage_report(model: nn.Module, index_bits: dict | int | None = None) -> di
                               f"fillers for gaps > 2^index_bits; biases 32-bit; dense baseline 32 bits/param",
         "layers": layers,
     }
+
+
+def storage_metrics(model: nn.Module, index_bits: dict | int | None = None) -> dict:
+    """``storage_report`` flattened for a results row: totals, plus nonzeros and remaining % per layer
+    (``remaining_pct_<layer>`` columns are what the DNS reference entries compare)."""
+    rep = storage_report(model, index_bits)
+    out = {k: v for k, v in rep.items() if k != "layers"}
+    out["remaining_pct_by_layer"] = {n: round(v["remaining_pct"], 4) for n, v in rep["layers"].items()}
+    out["nonzero_by_layer"] = {n: v["nonzero"] for n, v in rep["layers"].items()}
+    out.update({f"remaining_pct_{n.replace('.', '_')}": round(v["remaining_pct"], 4) for n, v in rep["layers"].items()})
+    return out
