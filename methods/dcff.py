@@ -7,8 +7,11 @@ per-layer ``--cprate`` strings (``counts_from_rates`` maps them onto the backbon
 - **Inter-similarity distribution** (Algorithm step 2), ``inter_similarity``:
   D(j,l) = ||W_j - W_l||_2,  p_j(l) = exp(-T D(j,l)) / sum_l' exp(-T D(j,l')).
 - **Dynamic-coded importance** (step 3), ``dynamic_importance``:  s_j = sum_l KL(p_j || p_l), 1e-7 inside the
-  logs; keep the m largest. (The official code takes a mean over the distribution index, i.e. s_j / C_out:
-  same ranking.) A non-finite score vector keeps the previous epoch's scores.
+  logs; keep the m largest (``select``). (The official code takes a mean over the distribution index, i.e.
+  s_j / C_out: same ranking.) A non-finite score vector keeps the previous epoch's scores.
+  Once T is large (epoch >= 1 of the schedule) every off-diagonal p_j(l) underflows, all s_j are equal
+  ((C_out - 1) log 1e-7 + ...) and the choice is the tie-break: the lowest indices (``scratch``), or the
+  inherited channels' order (``inherit``, see below).
 - **Filter fusion** (step 4), ``fuse``:  F_i = sum_l p_{j_i}(l) W_l for the m selected j_i — the selected rows of
   P (a constant buffer) times W, so gradients reach all C_out original filters. The bias is fused the same way.
 - **Temperature schedule** ("Temperature schedule (code)"), ``temperature``:
@@ -18,7 +21,11 @@ per-layer ``--cprate`` strings (``counts_from_rates`` maps them onto the backbon
   ResNet-50 downsample convs; nothing is fine-tuned afterwards.
 
 The compact model is trained from scratch (``init: scratch``, the paper's recipe). ``init: inherit`` starts
-the fused model from the backbone's weights (L1-kept input channels), for reduced-budget fine-tuning.
+the fused model from the backbone's weights, for reduced-budget fine-tuning (our adaptation, not the paper's):
+BN and the next layers inherit the L1-kept channels, and each fused layer breaks score ties in favour of those
+channels (``FusedConv2d.prior``), so once P is one-hot the fused model is exactly the L1-pruned backbone. Before
+that fix the tie-break took the lowest indices while the next layers held the L1 channels' weights, and the
+fused model started at chance (scripts/dcff_fusion_probe.py, results/measurements/dcff_fusion_probe.csv).
 """
 from __future__ import annotations
 
@@ -61,6 +68,13 @@ def dynamic_importance(p: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return (n * (p * logp).sum(1) - (p * logp.sum(0, keepdim=True)).sum(1)).float()
 
 
+def select(scores: torch.Tensor, prior: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (ascending) of the ``k`` largest scores; equal scores go to the larger ``prior``, then the lower index."""
+    by_prior = torch.sort(prior, descending=True, stable=True).indices
+    order = by_prior[torch.sort(scores[by_prior], descending=True, stable=True).indices]
+    return torch.sort(order[:k]).values
+
+
 def fuse(weight: torch.Tensor, p_selected: torch.Tensor) -> torch.Tensor:
     """Fused filters F = P_sel W (m x C_in x k x k): weighted averages of all original filters."""
     return (p_selected @ weight.flatten(1)).view(p_selected.shape[0], *weight.shape[1:])
@@ -69,10 +83,12 @@ def fuse(weight: torch.Tensor, p_selected: torch.Tensor) -> torch.Tensor:
 class FusedConv2d(nn.Conv2d):
     """A conv that holds all C_out original filters and outputs m fused ones (``out_channels`` = m).
 
-    Buffers: ``fusion`` (P rows of the selected filters), ``selected``, ``scores``, ``temperature`` and
-    ``next_temperature`` (> 0: refresh P at the next training forward, i.e. at the start of the epoch)."""
+    Buffers: ``fusion`` (P rows of the selected filters), ``selected``, ``scores``, ``prior`` (tie-break
+    preference; default: lower index first), ``temperature`` and ``next_temperature`` (> 0: refresh P at the
+    next training forward, i.e. at the start of the epoch)."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, kept: int, like: nn.Conv2d):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, kept: int, like: nn.Conv2d,
+                 prior: torch.Tensor | None = None):
         super().__init__(weight.shape[1] * like.groups, weight.shape[0], like.kernel_size, like.stride, like.padding,
                          like.dilation, like.groups, bias is not None, like.padding_mode)
         with torch.no_grad():
@@ -84,6 +100,8 @@ class FusedConv2d(nn.Conv2d):
         self.register_buffer("fusion", torch.eye(self.full_channels)[:kept].clone())
         self.register_buffer("selected", torch.arange(kept))
         self.register_buffer("scores", torch.zeros(self.full_channels))
+        self.register_buffer("prior", -torch.arange(self.full_channels, dtype=torch.float32) if prior is None
+                             else prior.detach().float().clone())
         self.register_buffer("temperature", torch.tensor(0.0))
         self.register_buffer("next_temperature", torch.tensor(0.0))
 
@@ -93,7 +111,7 @@ class FusedConv2d(nn.Conv2d):
         s = dynamic_importance(p)
         if torch.isfinite(s).all():
             self.scores.copy_(s)
-        sel = top_k(self.scores, self.out_channels)
+        sel = select(self.scores, self.prior, self.out_channels)
         self.selected.copy_(sel)
         self.fusion.copy_(p[sel])
         self.temperature.fill_(t)
@@ -133,7 +151,8 @@ def build_fused(dense: nn.Module, counts: dict, init_keep: dict, fuse_downsample
     """The compact architecture of ``counts`` whose convs are FusedConv2d over the dense filters.
 
     ``init_keep`` gives, per group, which dense channels the compact BN/consumers start from (their
-    input-channel weights); option-A shortcuts use the canonical zero-pad of the compact widths (DCFF)."""
+    input-channel weights); the group's fused producers prefer those channels on score ties. Option-A
+    shortcuts use the canonical zero-pad of the compact widths (DCFF)."""
     spec = channel_groups(dense)
     compact = prune_channels(dense, init_keep, spec)
     for link in spec.shortcuts:
@@ -152,7 +171,11 @@ def build_fused(dense: nn.Module, counts: dict, init_keep: dict, fuse_downsample
             if p in in_group:
                 w = w.index_select(1, torch.as_tensor(sorted(init_keep.get(in_group[p].name,
                                                                             range(in_group[p].width)))))
-            _set(compact, p, FusedConv2d(w, None if m.bias is None else m.bias.detach(), counts[g.name], m))
+            prior = None
+            if g.name in init_keep:
+                prior = -torch.arange(g.width, dtype=torch.float32)
+                prior[torch.as_tensor(list(init_keep[g.name]), dtype=torch.long)] += g.width
+            _set(compact, p, FusedConv2d(w, None if m.bias is None else m.bias.detach(), counts[g.name], m, prior))
     return compact
 
 

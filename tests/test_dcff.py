@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from methods.dcff import (FusedConv2d, build_fused, dynamic_importance, export_compact, fuse, fused_layers,
-                          inter_similarity, temperature)
+                          inter_similarity, select, temperature)
 from methods.common.channel_pruning import channel_groups, counts_from_rates
 from models import build_model
 
@@ -116,3 +116,45 @@ def test_refresh_happens_at_next_training_forward_and_export_matches():
         torch.testing.assert_close(compact(x), fused(x), atol=1e-5, rtol=1e-4)   # the note's check (d)
     assert compact.layer2[0].conv1.weight.shape == (16, 16, 3, 3)
     assert compact.layer2[0].conv2.weight.shape == (32, 16, 3, 3)
+
+
+@pytest.mark.golden
+def test_select_breaks_score_ties_by_prior_then_index():
+    scores = torch.tensor([2.0, 5.0, 5.0, 5.0, 1.0])
+    assert select(scores, -torch.arange(5.0), 2).tolist() == [1, 2]          # ties: lower index
+    assert select(scores, torch.tensor([0.0, 0, 1, 1, 0]), 2).tolist() == [2, 3]  # ties: preferred channels
+    assert select(scores, torch.tensor([9.0, 0, 0, 0, 9]), 3).tolist() == [1, 2, 3]  # scores first
+    # one-hot P (large T): every filter scores the same
+    s = dynamic_importance(inter_similarity(torch.randn(6, 4, 3, 3), 1e4))
+    assert torch.unique(s).numel() == 1
+
+
+def test_inherit_fused_model_at_large_temperature_is_the_l1_pruned_backbone():
+    """With init: inherit, BN and the next layers hold the L1-kept channels; once P is one-hot the fused layers
+    must pick those same channels (not the lowest indices), so the fused model computes the L1-pruned model."""
+    from methods import RunContext, build_method
+    from methods.common.channel_pruning import filter_l1, prune_channels, top_k
+    from omegaconf import OmegaConf
+
+    torch.manual_seed(0)
+    dense = build_model("resnet20", num_classes=10)
+    for m in dense.modules():                   # non-trivial BN so channel mix-ups change the outputs
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    rates = "[0.5]*9+[0.0]*3"
+    method = build_method(OmegaConf.create({"name": "dcff", "cprate": rates, "init": "inherit",
+                                            "temperature": {"epochs": 10}}))
+    ctx = RunContext(num_classes=10, in_channels=3, image_size=32, device="cpu", train_loader=None,
+                     test_loader=None, seed=0)
+    import copy
+    fused = method.transform(copy.deepcopy(dense), ctx).eval()
+    for m in fused_layers(fused).values():
+        m.refresh(1e4)
+    spec = channel_groups(dense)
+    counts = counts_from_rates(dense, rates, spec)
+    l1 = prune_channels(dense, {n: top_k(filter_l1(dense, spec[n]), k).tolist() for n, k in counts.items()}, spec)
+    assert fused_layers(fused)["layer1.0.conv1"].selected.tolist() != list(range(8))   # not the lowest indices
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), l1.eval()(x), atol=1e-5, rtol=1e-4)
