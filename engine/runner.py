@@ -70,6 +70,26 @@ def apply_pretrained_normalization(cfg) -> None:
             cfg.data.mean, cfg.data.std = list(info.mean), list(info.std)
 
 
+def apply_init_checkpoint_normalization(cfg) -> None:
+    """A suite checkpoint (``trainer.init_checkpoint`` with its saved config, or a ``data_config`` written by
+    scripts/export_sparse.py) was trained on inputs normalised with its own data.mean/std: continuing it on the
+    same dataset uses those, not the data group's defaults."""
+    path = cfg.trainer.get("init_checkpoint")
+    if not path:
+        return
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"trainer.init_checkpoint={path} does not exist")
+    blob = checkpoint.load(path)
+    saved = ((blob.get("config") or {}).get("data") or blob.get("data_config")) if isinstance(blob, dict) else None
+    if not saved or saved.get("name") != cfg.data.name or not saved.get("mean") or not saved.get("std"):
+        return
+    if list(saved["mean"]) != list(cfg.data.mean) or list(saved["std"]) != list(cfg.data.std):
+        print(f"note: trainer.init_checkpoint was trained with data.mean={list(saved['mean'])} "
+              f"std={list(saved['std'])}: using those instead of {list(cfg.data.mean)} / {list(cfg.data.std)}",
+              flush=True)
+        cfg.data.mean, cfg.data.std = list(saved["mean"]), list(saved["std"])
+
+
 def stage_trainer_cfg(cfg, stage):
     return checked_trainer(OmegaConf.merge(cfg.trainer, stage.trainer or {}), f"stage {stage.name} trainer")
 
@@ -84,6 +104,7 @@ def run(cfg) -> dict:
         torch.cuda.set_device(device)
     seed_everything(int(cfg.seed), bool(cfg.trainer.deterministic))
     apply_pretrained_normalization(cfg)
+    apply_init_checkpoint_normalization(cfg)
     out_dir = run_dir(cfg)
     if cfg.trainer.resume == "never" and os.path.isdir(out_dir) and dist.is_main:
         os.rename(out_dir, f"{out_dir}.old-{datetime.now():%Y%m%d-%H%M%S}")

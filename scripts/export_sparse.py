@@ -17,7 +17,8 @@ MASK_BUFFERS = ("weight_mask", "bias_mask", "dns_stats", "dns_ready", "quant_mas
 
 
 def export(src: str, dst: str) -> dict:
-    state = checkpoint.unwrap_state_dict(checkpoint.load(src))
+    blob = checkpoint.load(src)
+    state = checkpoint.unwrap_state_dict(blob)
     out = {}
     for key, value in state.items():
         prefix, _, leaf = key.rpartition(".")
@@ -25,7 +26,9 @@ def export(src: str, dst: str) -> dict:
             continue
         mask = state.get(f"{prefix}.{leaf}_mask") if leaf in ("weight", "bias") else None
         out[key] = value * mask if mask is not None else value
-    torch.save({"model": out}, dst)
+    # the run's data config travels along, so a run continuing from the export keeps its input normalisation
+    data_config = blob["config"].get("data") if isinstance(blob, dict) and "config" in blob else None
+    torch.save({"model": out, **({"data_config": data_config} if data_config else {})}, dst)
     nz = sum(int((v != 0).sum()) for k, v in out.items() if k.endswith((".weight", ".bias")))
     return {"tensors": len(out), "nonzero_weights_biases": nz}
 

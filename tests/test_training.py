@@ -1,3 +1,4 @@
+import glob
 import math
 import os
 
@@ -133,3 +134,32 @@ def test_latency_is_measured_into_the_row_when_asked(compose):
     row = read_rows(os.path.join(cfg.paths.results_dir, "synthetic_lenet300_100_baseline.csv"))[0]
     assert float(row["latency_ms"]) > 0 and "threads" in row["latency_device"]
     assert metrics["extra"]["latency"]["latency_ms_b64"] > 0
+
+
+def test_continuing_a_checkpoint_keeps_its_input_normalisation(compose, tmp_path):
+    """A run started from a suite checkpoint (trainer.init_checkpoint) normalises inputs as that checkpoint was
+    trained, also through scripts/export_sparse.py; a plain state dict leaves the data group's values alone."""
+    import importlib.util
+    first = compose(TINY + ["trainer.epochs=1", "data.mean=[0.2,0.3,0.4]", "data.std=[0.5,0.6,0.7]",
+                            "model=lenet300_100", "name=first"])
+    run(first)
+    src = os.path.join(run_dir(first), "final.pt")
+    spec = importlib.util.spec_from_file_location("export_sparse", os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "export_sparse.py"))
+    export_sparse = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export_sparse)
+    exported = str(tmp_path / "exported.pt")
+    export_sparse.export(src, exported)
+    plain = str(tmp_path / "plain.pt")
+    torch.save(checkpoint.load(src)["model"], plain)
+    for init, want in ((src, [0.2, 0.3, 0.4]), (exported, [0.2, 0.3, 0.4]), (plain, None)):
+        cfg = compose(TINY + ["trainer.epochs=1", "model=lenet300_100", f"trainer.init_checkpoint={init}",
+                              f"name=from_{os.path.basename(init)[:-3]}"])
+        default_mean = list(cfg.data.mean)
+        run(cfg)
+        (final,) = glob.glob(   # the run's directory is named by the hash of the config it actually ran
+            os.path.join(os.path.dirname(run_dir(cfg)), "*", "final.pt"))
+        saved = checkpoint.load(final)["config"]["data"]
+        assert list(saved["mean"]) == pytest.approx(want or default_mean), init
+        if want:
+            assert list(saved["std"]) == pytest.approx([0.5, 0.6, 0.7])
