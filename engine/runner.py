@@ -144,8 +144,7 @@ def run(cfg) -> dict:
     method.generator.manual_seed(int(cfg.seed))   # a method's random draws follow the run seed
     model = method.transform(model, ctx).to(device)
     input_shape = (data.in_channels, data.image_size, data.image_size)
-    if dist.is_main:
-        print(format_table(measure(model, input_shape)), flush=True)
+    printed_table = None
 
     t0 = time.time()
     total_steps, total_epochs, metrics = 0, 0, {}
@@ -154,6 +153,11 @@ def run(cfg) -> dict:
             tcfg = stage_trainer_cfg(cfg, stage)
             stage_dir = os.path.join(out_dir, f"stage{index}-{stage.name}")
             model = method.on_stage_start(stage, model, ctx).to(device)
+            if dist.is_main:   # the per-layer table of what this stage trains, when it differs from the last one
+                table = format_table(measure(model, input_shape))
+                if table != printed_table:
+                    print(f"[{stage.name}] complexity at stage start\n{table}", flush=True)
+                    printed_table = table
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
             trained_path = os.path.join(stage_dir, "trained.pt")

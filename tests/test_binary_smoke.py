@@ -69,12 +69,19 @@ def test_headline_command_sd_bnn_resnet18(compose):
 
 
 @pytest.mark.smoke
-def test_two_stage_w32a1_then_w1a1(compose, tmp_path):
+def test_two_stage_w32a1_then_w1a1(compose, tmp_path, capsys):
     stages = ("method.stages=[{name: w32a1, binarize_weights: false, wsd: false},"
               "{name: w1a1, binarize_weights: true, wsd: true}]")
     cfg = compose(["method=sd_bnn", "model=resnet20", *TINY, "trainer.limit_batches=1", stages])
     metrics = run(cfg)
     assert metrics["steps"] == 2 and metrics["extra"]["w_bits"] == 1
+    # each stage prints the table of what it trains: 32-bit weights / 1-bit activations, then 1/1
+    out = capsys.readouterr().out
+    w32a1 = out[out.index("[w32a1] complexity at stage start"):out.index("[w1a1] complexity at stage start")]
+    w1a1 = out[out.index("[w1a1] complexity at stage start"):]
+    conv = next(ln for ln in w32a1.splitlines() if ln.startswith("layer1.0.conv1 "))
+    assert " 32/1 " in conv
+    assert " 1/1 " in next(ln for ln in w1a1.splitlines() if ln.startswith("layer1.0.conv1 "))
     stage1 = glob.glob(str(tmp_path / "outputs" / "*" / "*" / "stage0-w32a1" / "trained.pt"))
     state = torch.load(stage1[0], weights_only=True)["model"]
     flags = [v for k, v in state.items() if k.endswith("binary_flags")]
