@@ -762,16 +762,20 @@ class ClaimResult:
 def evaluate_claim(claim: Claim, rows: list[dict], conv: Conventions | None = None) -> ClaimResult:
     """Group rows by the claim's ``same`` fields, average seeds per side, compare with the margin.
 
-    Only ``paper`` and ``reduced`` rows take part (``smoke``/``adhoc`` rows are never judged)."""
+    Only ``paper`` and ``reduced`` rows take part (``smoke``/``adhoc`` rows are never judged), and only rows of
+    the claim's own paper unless a side names ``paper`` itself (another paper's baseline of the same model is a
+    different recipe: pooling it would compare unlike things)."""
     if claim.metric is None:
         return ClaimResult(claim=claim, groups=[])
     if claim.within_row is not None:
         return _evaluate_within_row(claim, rows, conv)
+    better = claim.better if "paper" in claim.better else {**claim.better, "paper": claim.paper}
+    worse = claim.worse if "paper" in claim.worse else {**claim.worse, "paper": claim.paper}
     groups: dict[tuple, dict] = {}
     for row in rows:
         if row.get("fidelity") not in ("paper", "reduced"):
             continue
-        side = "better" if _matches(row, claim.better) else ("worse" if _matches(row, claim.worse) else None)
+        side = "better" if _matches(row, better) else ("worse" if _matches(row, worse) else None)
         if side is None:
             continue
         v = row_value(row, claim.metric, conv)
@@ -796,8 +800,9 @@ def _evaluate_within_row(claim: Claim, rows: list[dict], conv: Conventions | Non
     """One group per matching row: ``metric >= min`` (worse side = the threshold), or
     ``metric - other >= margin`` (worse side = the row's ``other`` value)."""
     out = []
+    better = claim.better if "paper" in claim.better else {**claim.better, "paper": claim.paper}
     for row in rows:
-        if row.get("fidelity") not in ("paper", "reduced") or not _matches(row, claim.better):
+        if row.get("fidelity") not in ("paper", "reduced") or not _matches(row, better):
             continue
         v = row_value(row, claim.metric, conv)
         other = claim.within_row["other"]

@@ -276,6 +276,20 @@ def test_claim_groups_average_seeds_and_margin(tmp_path):
     assert res.enforced(res.groups[0])
 
 
+
+def test_claim_uses_its_own_papers_rows_unless_a_side_names_another(tmp_path):
+    """Another paper's baseline of the same model (e.g. a pretrained evaluation in backbones.csv) is not pooled
+    into a claim's float reference; a side that names ``paper`` may use shared rows on purpose."""
+    claim = _entry(tmp_path).claims[0]      # dns.top1 - baseline.top1 >= -0.2
+    rows = [row(method="dns", top1=99.0, run_id="d0"), row(method="baseline", top1=99.1, run_id="own"),
+            row(method="baseline", top1=90.0, run_id="other", paper="backbones")]
+    (group,) = R.evaluate_claim(claim, rows).groups
+    assert group.worse_ids == ["own"] and group.diff == pytest.approx(-0.1)
+    claim.worse = {"method": "baseline", "paper": "backbones"}
+    (group,) = R.evaluate_claim(claim, rows).groups
+    assert group.worse_ids == ["other"] and group.diff == pytest.approx(9.0)
+
+
 # ---- counting conventions --------------------------------------------------------------------------------
 
 class Tiny(nn.Module):
