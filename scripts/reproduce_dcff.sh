@@ -3,6 +3,7 @@
 # Rows go to results/runs/dcff.csv and results/runs/ucp.csv. The whole sequence runs under the shared CPU lock
 # (taken once, so the runs follow each other; about 15 CPU-minutes on 2 cores).
 # Usage: bash scripts/reproduce_dcff.sh [seed ...]     (default: seed 0)
+#        LONG=1 also runs DCFF and L1 at 10 epochs x 20 batches (the *_reduced_10ep configs) for those seeds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -17,8 +18,9 @@ SEEDS=("${@:-0}")
 
 run() { "$PY" train.py "$@" "${COMMON[@]}"; }
 
-# the unpruned pretrained ResNet-56 on the same test images
-run experiment=dcff/cifar10_jpeg_resnet56_dense_reduced
+# the unpruned pretrained ResNet-56 on the same test images (a deterministic evaluation: once)
+grep -q ",cifar10_jpeg_resnet56_dense_reduced," results/runs/dcff.csv 2>/dev/null ||
+  run experiment=dcff/cifar10_jpeg_resnet56_dense_reduced
 for seed in "${SEEDS[@]}"; do
   # DCFF at the README's ResNet-56 rates vs L1-norm pruning at the identical widths (same FLOPs)
   run experiment=dcff/cifar10_jpeg_resnet56_reduced seed="$seed"
@@ -34,4 +36,8 @@ print(round(rows[-1]["extra"]["flops_reduction_pct"] / 100, 4))
 PYEOF
 )
   run experiment=ucp/cifar10_jpeg_resnet56_l1_reduced seed="$seed" method.flops_reduction="$share"
+  if [ -n "${LONG:-}" ]; then
+    run experiment=dcff/cifar10_jpeg_resnet56_reduced_10ep seed="$seed"
+    run experiment=dcff/cifar10_jpeg_resnet56_l1_reduced_10ep seed="$seed"
+  fi
 done
