@@ -2,6 +2,7 @@ import csv
 import glob
 import json
 import os
+import time
 
 from engine.runner import run, run_dir
 
@@ -37,17 +38,25 @@ def test_offline_wandb_run_directory_holds_the_history(compose):
     assert glob.glob(os.path.join(runs[0], "run-*.wandb"))
     from wandb.proto import wandb_internal_pb2 as pb
 
-    history, summary, config = [], {}, {}
-    for raw in wandb_records(glob.glob(os.path.join(runs[0], "run-*.wandb"))[0]):
-        rec = pb.Record()
-        rec.ParseFromString(raw)
-        kind = rec.WhichOneof("record_type")
-        if kind == "history":
-            history.append({item.key or "/".join(item.nested_key): item.value_json for item in rec.history.item})
-        elif kind == "summary":
-            summary.update({item.key or "/".join(item.nested_key): item.value_json for item in rec.summary.update})
-        elif kind == "run":
-            config.update({item.key: item.value_json for item in rec.run.config.update})
+    # wandb's service process may still be writing the file when run() returns (seen on a loaded machine): read
+    # it again until its exit and summary records are there (at most 60 s), then check what it holds
+    for _ in range(60):
+        history, summary, config, kinds = [], {}, {}, set()
+        for raw in wandb_records(glob.glob(os.path.join(runs[0], "run-*.wandb"))[0]):
+            rec = pb.Record()
+            rec.ParseFromString(raw)
+            kind = rec.WhichOneof("record_type")
+            kinds.add(kind)
+            if kind == "history":
+                history.append({item.key or "/".join(item.nested_key): item.value_json for item in rec.history.item})
+            elif kind == "summary":
+                summary.update({item.key or "/".join(item.nested_key): item.value_json for item in rec.summary.update})
+            elif kind == "run":
+                config.update({item.key: item.value_json for item in rec.run.config.update})
+        if "exit" in kinds and summary:
+            break
+        time.sleep(1)
+    assert "exit" in kinds, sorted(k for k in kinds if k)
     assert "top1" in summary and json.loads(summary["params"]) > 0
     assert json.loads(config["model"])["name"] == "lenet300_100"    # the resolved config is logged
     assert sum("train/loss" in h for h in history) == 8          # 2 epochs x 4 steps, logged every step
