@@ -70,17 +70,23 @@ def apply_pretrained_normalization(cfg) -> None:
             cfg.data.mean, cfg.data.std = list(info.mean), list(info.std)
 
 
-def apply_init_checkpoint_normalization(cfg) -> None:
-    """A suite checkpoint (``trainer.init_checkpoint`` with its saved config, or a ``data_config`` written by
-    scripts/export_sparse.py) was trained on inputs normalised with its own data.mean/std: continuing it on the
-    same dataset uses those, not the data group's defaults."""
+def load_init_checkpoint(cfg):
+    """The ``trainer.init_checkpoint`` blob (None when unset), read once per run."""
     path = cfg.trainer.get("init_checkpoint")
     if not path:
-        return
+        return None
     if not os.path.exists(path):
         raise FileNotFoundError(f"trainer.init_checkpoint={path} does not exist")
-    blob = checkpoint.load(path)
-    saved = ((blob.get("config") or {}).get("data") or blob.get("data_config")) if isinstance(blob, dict) else None
+    return checkpoint.load(path)
+
+
+def apply_init_checkpoint_normalization(cfg, blob) -> None:
+    """A suite checkpoint (the init blob with its saved config, or a ``data_config`` written by
+    scripts/export_sparse.py) was trained on inputs normalised with its own data.mean/std: continuing it on the
+    same dataset uses those, not the data group's defaults."""
+    if not isinstance(blob, dict):
+        return
+    saved = (blob.get("config") or {}).get("data") or blob.get("data_config")
     if not saved or saved.get("name") != cfg.data.name or not saved.get("mean") or not saved.get("std"):
         return
     if list(saved["mean"]) != list(cfg.data.mean) or list(saved["std"]) != list(cfg.data.std):
@@ -104,7 +110,8 @@ def run(cfg) -> dict:
         torch.cuda.set_device(device)
     seed_everything(int(cfg.seed), bool(cfg.trainer.deterministic))
     apply_pretrained_normalization(cfg)
-    apply_init_checkpoint_normalization(cfg)
+    init_blob = load_init_checkpoint(cfg)
+    apply_init_checkpoint_normalization(cfg, init_blob)
     out_dir = run_dir(cfg)
     if cfg.trainer.resume == "never" and os.path.isdir(out_dir) and dist.is_main:
         os.rename(out_dir, f"{out_dir}.old-{datetime.now():%Y%m%d-%H%M%S}")
@@ -126,8 +133,9 @@ def run(cfg) -> dict:
                       eval_batch_size=int(cfg.trainer.eval_batch_size))
     torch.manual_seed(int(cfg.seed))
     model = build_backbone(cfg, data.num_classes, data.in_channels, data.image_size)
-    if cfg.trainer.init_checkpoint:
-        model.load_state_dict(checkpoint.unwrap_state_dict(checkpoint.load(cfg.trainer.init_checkpoint)))
+    if init_blob is not None:
+        model.load_state_dict(checkpoint.unwrap_state_dict(init_blob))
+        init_blob = None          # not kept alive through training
     autocast_dtype = torch.bfloat16 if (cfg.trainer.precision == "bf16" or
                                         (cfg.trainer.precision == "auto" and device.type == "cuda")) else None
     channels_last = cfg.trainer.channels_last in (True, "true") or (
