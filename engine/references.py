@@ -831,7 +831,7 @@ class ExperimentConfig:
     command: str | None
 
 
-def _read_experiment(path: str, base: str) -> tuple[dict, dict, str]:
+def read_experiment(path: str, base: str) -> tuple[dict, dict, str]:
     """(top-level fields, config groups, text) of one experiment file, on top of the experiment files it
     extends through its defaults list (``- /experiment/<group>/<name>``)."""
     try:
@@ -843,15 +843,24 @@ def _read_experiment(path: str, base: str) -> tuple[dict, dict, str]:
     fields, groups = {}, {}
     for d in raw.get("defaults") or []:
         if isinstance(d, str) and d.startswith("/experiment/"):
-            parent_fields, parent_groups, _ = _read_experiment(os.path.join(base, d[len("/experiment/"):] + ".yaml"),
+            parent_fields, parent_groups, _ = read_experiment(os.path.join(base, d[len("/experiment/"):] + ".yaml"),
                                                                base)
-            fields.update(parent_fields)
+            _merge(fields, parent_fields)
             groups.update(parent_groups)
         elif isinstance(d, dict):
             for k, v in d.items():
                 groups[k.replace("override", "").strip().lstrip("/")] = v
-    fields.update({k: v for k, v in raw.items() if k != "defaults"})
+    _merge(fields, {k: v for k, v in raw.items() if k != "defaults"})
     return fields, groups, text
+
+
+def _merge(base: dict, over: dict) -> None:
+    """Hydra-style override of nested mappings: ``over`` wins key by key."""
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
 
 
 def load_experiment_configs(conf_dir: str | os.PathLike = ROOT / "conf") -> list[ExperimentConfig]:
@@ -859,7 +868,7 @@ def load_experiment_configs(conf_dir: str | os.PathLike = ROOT / "conf") -> list
     out = []
     base = os.path.join(str(conf_dir), "experiment")
     for path in sorted(glob.glob(os.path.join(base, "**", "*.yaml"), recursive=True)):
-        raw, groups, text = _read_experiment(path, base)
+        raw, groups, text = read_experiment(path, base)
         command = next((ln.lstrip("# ").strip() for ln in text.splitlines()
                         if ln.startswith("#") and ln.lstrip("# ").startswith("python ")), None)
         out.append(ExperimentConfig(path=path, paper=raw.get("paper"), name=raw.get("name"),
