@@ -6,12 +6,19 @@ per-layer ``--cprate`` strings (``counts_from_rates`` maps them onto the backbon
 
 - **Inter-similarity distribution** (Algorithm step 2), ``inter_similarity``:
   D(j,l) = ||W_j - W_l||_2,  p_j(l) = exp(-T D(j,l)) / sum_l' exp(-T D(j,l')).
-- **Dynamic-coded importance** (step 3), ``dynamic_importance``:  s_j = sum_l KL(p_j || p_l), 1e-7 inside the
-  logs; keep the m largest (``select``). (The official code takes a mean over the distribution index, i.e.
-  s_j / C_out: same ranking.) A non-finite score vector keeps the previous epoch's scores.
-  Once T is large (epoch >= 1 of the schedule) every off-diagonal p_j(l) underflows, all s_j are equal
-  ((C_out - 1) log 1e-7 + ...) and the choice is the tie-break: the lowest indices (``scratch``), or the
-  inherited channels' order (``inherit``, see below).
+- **Dynamic-coded importance** (step 3): s_j = sum_l KL(p_j || p_l); keep the m largest (``select``).
+  Two rules (``method.score_rule``):
+  * ``official`` (default; ``inter_similarity_official`` + ``importance_official``): what lmbxmu/DCFF
+    main_cifar.py computes, in float32: D from scipy's cdist cast to float32, P = softmax(-D / (1/T)),
+    KL_jl = mean_k p_j(k) log(p_j(k) / (p_l(k) + 1e-7)) (1e-7 in the denominator only, a mean over k),
+    s_j = sum_l KL_jl. Once T is large (T(1) ~ 4600 with the default schedule) the off-diagonal p_j(l)
+    underflow to 0 and 0 * log(0) = NaN; the official code then keeps the previous scores, so in effect the
+    selection of epoch 0 (T = 1) is kept for the whole run, while P (the fusion weights) is recomputed every
+    epoch and goes one-hot. Golden: tests/golden/dcff/ (the official code run on fixed filters).
+  * ``recompute`` (our earlier rule, kept for the old rows): float64, 1e-7 inside both logs, a sum over k
+    (``inter_similarity`` + ``dynamic_importance``); the scores stay finite but from epoch 1 all are equal
+    ((C_out - 1) log 1e-7 + ...) and the choice is the tie-break: the lowest indices (``scratch``) or the
+    inherited channels (``inherit``). In ``scratch`` mode the kept set jumps at epoch 1.
 - **Filter fusion** (step 4), ``fuse``:  F_i = sum_l p_{j_i}(l) W_l for the m selected j_i — the selected rows of
   P (a constant buffer) times W, so gradients reach all C_out original filters. The bias is fused the same way.
 - **Temperature schedule** ("Temperature schedule (code)"), ``temperature``:
@@ -68,6 +75,25 @@ def dynamic_importance(p: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return (n * (p * logp).sum(1) - (p * logp.sum(0, keepdim=True)).sum(1)).float()
 
 
+def inter_similarity_official(weight: torch.Tensor, t: float) -> torch.Tensor:
+    """P as the official code computes it: float64 Euclidean distances cast to float32, then a float32
+    row-softmax of -D divided by 1/T."""
+    w = weight.detach().flatten(1).double().cpu()
+    d = torch.cdist(w, w, compute_mode="donot_use_mm_for_euclid_dist").float()
+    return torch.softmax(-d / (1.0 / t), dim=1).to(weight.device)
+
+
+def importance_official(p: torch.Tensor) -> torch.Tensor:
+    """s_j = sum_l mean_k p_j(k) log(p_j(k) / (p_l(k) + 1e-7)), float32; NaN once off-diagonal entries of P
+    underflow to 0 (0 * log 0)."""
+    p = p.float()
+    kl = (p[:, None, :] * (p[:, None, :] / (p + 1e-7)).log()).mean(2)
+    return kl.sum(1)
+
+
+SCORE_RULES = ("official", "recompute")
+
+
 def select(scores: torch.Tensor, prior: torch.Tensor, k: int) -> torch.Tensor:
     """Indices (ascending) of the ``k`` largest scores; equal scores go to the larger ``prior``, then the lower index."""
     by_prior = torch.sort(prior, descending=True, stable=True).indices
@@ -88,7 +114,9 @@ class FusedConv2d(nn.Conv2d):
     next training forward, i.e. at the start of the epoch)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, kept: int, like: nn.Conv2d,
-                 prior: torch.Tensor | None = None):
+                 prior: torch.Tensor | None = None, score_rule: str = "official"):
+        if score_rule not in SCORE_RULES:
+            raise ValueError(f"dcff score_rule={score_rule!r}; choose one of {SCORE_RULES}")
         super().__init__(weight.shape[1] * like.groups, weight.shape[0], like.kernel_size, like.stride, like.padding,
                          like.dilation, like.groups, bias is not None, like.padding_mode)
         with torch.no_grad():
@@ -97,6 +125,7 @@ class FusedConv2d(nn.Conv2d):
                 self.bias.copy_(bias)
         self.full_channels = weight.shape[0]
         self.out_channels = kept
+        self.score_rule = score_rule
         self.register_buffer("fusion", torch.eye(self.full_channels)[:kept].clone())
         self.register_buffer("selected", torch.arange(kept))
         self.register_buffer("scores", torch.zeros(self.full_channels))
@@ -107,13 +136,17 @@ class FusedConv2d(nn.Conv2d):
 
     @torch.no_grad()
     def refresh(self, t: float) -> None:
-        p = inter_similarity(self.weight, t)
-        s = dynamic_importance(p)
+        if self.score_rule == "official":
+            p = inter_similarity_official(self.weight, t)
+            s = importance_official(p).to(self.scores.device)
+        else:
+            p = inter_similarity(self.weight, t)
+            s = dynamic_importance(p)
         if torch.isfinite(s).all():
             self.scores.copy_(s)
         sel = select(self.scores, self.prior, self.out_channels)
         self.selected.copy_(sel)
-        self.fusion.copy_(p[sel])
+        self.fusion.copy_(p[sel].to(self.fusion.dtype))
         self.temperature.fill_(t)
 
     def fused_weight(self):
@@ -147,7 +180,8 @@ def _set(model, name, module):
     setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
-def build_fused(dense: nn.Module, counts: dict, init_keep: dict, fuse_downsample: bool = False) -> nn.Module:
+def build_fused(dense: nn.Module, counts: dict, init_keep: dict, fuse_downsample: bool = False,
+                score_rule: str = "official") -> nn.Module:
     """The compact architecture of ``counts`` whose convs are FusedConv2d over the dense filters.
 
     ``init_keep`` gives, per group, which dense channels the compact BN/consumers start from (their
@@ -175,7 +209,8 @@ def build_fused(dense: nn.Module, counts: dict, init_keep: dict, fuse_downsample
             if g.name in init_keep:
                 prior = -torch.arange(g.width, dtype=torch.float32)
                 prior[torch.as_tensor(list(init_keep[g.name]), dtype=torch.long)] += g.width
-            _set(compact, p, FusedConv2d(w, None if m.bias is None else m.bias.detach(), counts[g.name], m, prior))
+            _set(compact, p, FusedConv2d(w, None if m.bias is None else m.bias.detach(), counts[g.name], m, prior,
+                                           score_rule))
     return compact
 
 
@@ -209,6 +244,13 @@ class DCFF(Method):
         if init not in ("scratch", "inherit"):
             raise ValueError(f"method.init={init!r}; choose scratch (paper) or inherit (fine-tune)")
         self.init = init
+        self.score_rule = cfg.get("score_rule", "official")
+        if self.score_rule not in SCORE_RULES:
+            raise ValueError(f"method.score_rule={self.score_rule!r}; choose official (lmbxmu/DCFF: float32, "
+                             "keeps the previous scores once they are NaN) or recompute (float64, eps in both logs)")
+        if init == "inherit" and self.score_rule == "official":
+            raise ValueError("method.init=inherit needs method.score_rule=recompute: the inherited consumers hold the "
+                             "L1-kept channels, which only the recompute rule's tie-break keeps selected")
         t = cfg.get("temperature") or {}
         self.t_start, self.t_end, self.t_k = float(t.get("start", 1.0)), float(t.get("end", 1e4)), float(t.get("k", 1.0))
         self.t_epochs = t.get("epochs")
@@ -231,7 +273,7 @@ class DCFF(Method):
             keep = {n: range(k) for n, k in counts.items()}
         else:
             keep = {n: top_k(filter_l1(model, spec[n]), k).tolist() for n, k in counts.items()}
-        return build_fused(model, counts, keep, bool(self.cfg.get("fuse_downsample", False)))
+        return build_fused(model, counts, keep, bool(self.cfg.get("fuse_downsample", False)), self.score_rule)
 
     def _epochs(self) -> int:
         if self.t_epochs is None:
@@ -274,7 +316,7 @@ class DCFF(Method):
     # reporting ------------------------------------------------------------------------------------
     def metrics(self, model):
         out = {"channel_config": self.config, "init": self.init, "cprate": str(self.cfg.cprate),
-               "selection_jaccard": self.jaccard}
+               "score_rule": self.score_rule, "selection_jaccard": self.jaccard}
         if self._dense is not None and self._input_shape is not None:
             out.update(compression_report(self._dense, model, self._input_shape, self.cfg.get("latency")))
         return out

@@ -7,6 +7,11 @@ ADMM with auxiliary Z_i in S_i and scaled dual U_i:
   Z-step (once per epoch, at its start):  Z_i <- TT-SVD_{r_i}(W_i + U_i)              -> ``z_step``
   U-step (right after the Z-step):        U_i <- U_i + W_i - Z_i                       -> ``u_step``
   Initialisation (start of the ADMM stage): Z_i = TT-SVD_{r_i}(W_i), U_i = 0          -> ``admm_init``
+  Order (``admm_order``): ``official`` (default; miaoyin390/DNN-Compression-Tensor-ADMM engines.py): the
+  Z/U update runs at the START of every epoch, epoch 0 included, so epoch 0 already trains with
+  U = W - Z != 0; here the update of epoch e > 0 runs at the first training step of epoch e (``loss``), on the
+  weights that ended epoch e - 1. ``epoch_end`` (ours before issue 15, the old rows): epoch 0 trains with U = 0
+  and the update runs at every epoch end (the last one is never used). Golden: tests/golden/tt_admm/.
   rho: constant by default (the official code's 5x increase is commented out); ``rho_milestones``
   (epochs of the ADMM stage) multiply it by ``rho_factor``.                            -> ``rho_at``
 Then (note, step 4) every W_i is TT-SVD'd to its ranks and the conv replaced by a TT conv (input cores ->
@@ -39,7 +44,8 @@ from methods.common.decomposition import (TTConv2d, TTSpec, auto_spec, block_con
                                           tt_project)
 
 ALLOWED_KEYS = {"name", "family", "layout", "target_ratio", "layers", "ratio_on", "rho", "rho_factor", "rho_milestones",
-                "eval_decomposition", "eval_limit_batches", "stages", "seed"}
+                "eval_decomposition", "eval_limit_batches", "stages", "seed", "admm_order"}
+ADMM_ORDERS = ("official", "epoch_end")
 
 
 def admm_penalty(weights: dict[str, torch.Tensor], Z: dict[str, torch.Tensor], U: dict[str, torch.Tensor],
@@ -93,6 +99,10 @@ class TTADMM(Method):
         self.stage_kind = None
         self.stage_epoch = 0
         self.rho = float(cfg.get("rho", 1e-3))
+        self.order = cfg.get("admm_order", "official")
+        if self.order not in ADMM_ORDERS:
+            raise ValueError(f"method.admm_order={self.order!r}; choose one of {ADMM_ORDERS}")
+        self.pending_update = False
         self.history: dict[str, list] = {"gap": []}
         self.info: dict = {}
         kinds = [self._kind(s) for s in self.stages()]
@@ -190,6 +200,9 @@ class TTADMM(Method):
             self.rho = rho_at(0, float(self.cfg.get("rho", 1e-3)), float(self.cfg.get("rho_factor", 1.0)),
                               self.cfg.get("rho_milestones") or [])
             self.history["gap"].append(relative_gap(self._weights(model), self.Z))
+            self.pending_update = False
+            if self.order == "official":
+                self._zu_update(model, ctx)          # the update at the start of epoch 0
         elif self.stage_kind == "decompose" and not self.decomposed:
             evaluate = ctx.evaluate if (self.cfg.get("eval_decomposition", True) and ctx.evaluate
                                         and ctx.test_loader is not None) else None
@@ -209,13 +222,13 @@ class TTADMM(Method):
     def loss(self, model, inputs, outputs, targets, task_loss):
         if self.stage_kind != "admm":
             return task_loss
+        if self.pending_update:               # start of an ADMM epoch > 0 (official order)
+            self.pending_update = False
+            self._zu_update(model)
         return task_loss + admm_penalty(self._weights(model), self.Z, self.U, self.rho)
 
-    def on_epoch_end(self, model: nn.Module, epoch: int, ctx: RunContext) -> None:
-        """The Z- and U-steps of the next epoch's start (the first epoch starts from ``admm_init``)."""
-        if self.stage_kind != "admm":
-            return
-        self.stage_epoch += 1
+    def _zu_update(self, model: nn.Module, ctx: RunContext | None = None) -> None:
+        """Z-step then U-step on the current weights; rho of the current ADMM epoch; log the gap."""
         weights = self._weights(model)
         self.Z = z_step(weights, self.U, self.specs)
         self.U = u_step(weights, self.Z, self.U)
@@ -223,7 +236,18 @@ class TTADMM(Method):
                           self.cfg.get("rho_milestones") or [])
         gap = relative_gap(weights, self.Z)
         self.history["gap"].append(gap)
-        ctx.log({"admm/rel_gap": gap, "admm/rho": self.rho})
+        if ctx is not None:
+            ctx.log({"admm/rel_gap": gap, "admm/rho": self.rho})
+
+    def on_epoch_end(self, model: nn.Module, epoch: int, ctx: RunContext) -> None:
+        """official: the next epoch's Z/U update is due at its first training step; epoch_end: update now."""
+        if self.stage_kind != "admm":
+            return
+        self.stage_epoch += 1
+        if self.order == "official":
+            self.pending_update = True
+        else:
+            self._zu_update(model, ctx)
 
     # ---- reporting and state ---------------------------------------------------------------------
     def metrics(self, model: nn.Module) -> dict:
@@ -242,12 +266,15 @@ class TTADMM(Method):
             out["flops_reduction"] = self.info["dense_macs"] / out["macs_from_ranks"]
         out["ranks"] = {n: s.ranks for n, s in self.specs.items()}
         out["admm_rel_gap"] = self.history["gap"]
+        out["admm_order"] = self.order
+        out["rho"] = float(self.cfg.get("rho", 1e-3))
         out["decomposed"] = self.decomposed
         return out
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "decomposed": self.decomposed, "Z": self.Z, "U": self.U, "rho": self.rho,
-                "stage_epoch": self.stage_epoch, "history": self.history, "info": self.info}
+                "stage_epoch": self.stage_epoch, "history": self.history, "info": self.info,
+                "pending_update": self.pending_update}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -255,6 +282,7 @@ class TTADMM(Method):
         self.Z, self.U = state.get("Z", {}), state.get("U", {})
         self.rho = float(state.get("rho", self.rho))
         self.stage_epoch = int(state.get("stage_epoch", 0))
+        self.pending_update = bool(state.get("pending_update", False))
         self.history = state.get("history", self.history)
         self.info.update(state.get("info", {}))
 

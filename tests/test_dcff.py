@@ -143,7 +143,7 @@ def test_inherit_fused_model_at_large_temperature_is_the_l1_pruned_backbone():
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
     rates = "[0.5]*9+[0.0]*3"
-    method = build_method(OmegaConf.create({"name": "dcff", "cprate": rates, "init": "inherit",
+    method = build_method(OmegaConf.create({"name": "dcff", "cprate": rates, "init": "inherit", "score_rule": "recompute",
                                             "temperature": {"epochs": 10}}))
     ctx = RunContext(num_classes=10, in_channels=3, image_size=32, device="cpu", train_loader=None,
                      test_loader=None, seed=0)
