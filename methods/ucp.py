@@ -2,11 +2,18 @@
 
 Paper note: ../shared/papers/ucp.md ("Algorithm", "Recipe"). Stages:
 
-1. ``se_train``: every conv that produces a channel group gets a **modified squeeze-and-excitation block**
-   (MSEB, ``SEGate``) after it and before its BN: g(x) = sigmoid(FC2(ReLU(FC1(GAP(x))))), hidden width C/16
+1. ``se_train``: MSEBs (``SEGate``) are inserted after a conv and before its BN (``gate_placement``):
+   ``official`` (default; JingfeiChang/UCP models/se_resnet.py and se_vgg.py): basic-block ResNets get one gate
+   after each block's conv1 (the channels UCP prunes), plain CNNs one after every prunable conv, bottlenecks
+   one on the middle conv; ``every_conv`` (ours before issue 15: 19 gates on ResNet-20, incl. the stem and
+   every conv2). The gate: g(x) = sigmoid(FC2(ReLU(FC1(GAP(x))))), hidden width C/16
    (no bias); when C <= 16 the hidden width is 1 and the FCs have bias. The network is trained with the gates.
 2. **Channel importance** (Algorithm step 2), ``SEGate`` recording: s_{l,c} = E_x[g_{l,c}(x)], the gate averaged
-   over a pass of the training data in eval mode (``channel_scores``).
+   over a pass of the training data in eval mode (``channel_scores``). ``gate_training``: ``all`` (the official
+   SE network trains every weight) or ``gates_only`` (backbone frozen during se_train: a short budget from a
+   pretrained backbone goes into the gates only). ``selection``: ``se`` (the scores; default), ``random``
+   or ``l1`` (filter L1 norm) choose the kept channels at the same widths - the controls that isolate the
+   gates' choice. Golden: tests/golden/ucp/ (official SELayer, threshold and top-k blocks).
 3. **Pruning rule** (step 3), ``threshold_count`` / ``ucp_keep``: keep channel c iff s_{l,c} > tau * mean_c s_{l,c}
    (tau = 0.999). Plain CNNs (VGG): per layer. ResNets with basic blocks (**uniform**): one kept width per stage
    for the block-inner channels — the stage's mean of the per-block threshold counts — with each block keeping
@@ -26,8 +33,8 @@ import torch
 import torch.nn as nn
 
 from methods import Method, register_method
-from methods.common.channel_pruning import (apply_channel_config, channel_groups, prune_channels, reinitialize,
-                                            top_k)
+from methods.common.channel_pruning import (apply_channel_config, channel_groups, filter_l1, prune_channels,
+                                            reinitialize, top_k)
 from methods.common.pruning_report import compression_report
 
 
@@ -165,11 +172,47 @@ def ucp_keep(model: nn.Module, scores: dict[str, torch.Tensor], tau: float = 0.9
     return keep
 
 
-def score_targets(model: nn.Module) -> list[str]:
-    """Convs that get an MSEB: every conv producing a channel group (all convs of the supported nets)."""
+GATE_PLACEMENTS = ("official", "every_conv")
+GATE_TRAINING = ("all", "gates_only")
+SELECTIONS = ("se", "random", "l1")
+
+
+def score_targets(model: nn.Module, placement: str = "official") -> list[str]:
+    """Convs that get an MSEB. ``official``: the producers of the groups UCP prunes (basic-block ResNets: each
+    block's conv1; plain CNNs: every prunable conv; bottlenecks: the middle conv); ``every_conv``: every conv
+    producing a channel group."""
+    if placement not in GATE_PLACEMENTS:
+        raise ValueError(f"method.gate_placement={placement!r}; choose one of {GATE_PLACEMENTS}")
     spec = channel_groups(model)
     mods = dict(model.named_modules())
-    return [p for g in spec.groups.values() for p in g.producers if isinstance(mods[p], nn.Conv2d)]
+    if placement == "every_conv":
+        groups = list(spec.groups.values())
+    else:
+        inner = spec.names("inner")
+        if any(n.endswith(".conv2") for n in inner):                # bottlenecks: the 3x3 conv only
+            inner = [n for n in inner if n.endswith(".conv2")]
+        groups = [spec[n] for n in inner + spec.names("plain")]
+    return [p for g in groups for p in g.producers if isinstance(mods[p], nn.Conv2d)]
+
+
+def reselect(model: nn.Module, keep: dict[str, list[int]], how: str, generator: torch.Generator) -> dict:
+    """The same widths as ``keep``, channels chosen at random or by filter L1 norm (controls for ``se``)."""
+    if how == "se":
+        return keep
+    spec = channel_groups(model)
+    out = {}
+    for n, idx in keep.items():
+        k = len(idx)
+        if how == "random":
+            out[n] = sorted(torch.randperm(spec[n].width, generator=generator)[:k].tolist())
+        else:
+            out[n] = top_k(filter_l1(model, spec[n]), k).tolist()
+    return out
+
+
+def jaccard(a, b) -> float:
+    a, b = set(a), set(b)
+    return len(a & b) / max(1, len(a | b))
 
 
 @register_method("ucp")
@@ -181,6 +224,14 @@ class UCP(Method):
         self.init = cfg.get("init", "scratch")
         if self.init not in ("scratch", "inherit"):
             raise ValueError(f"method.init={self.init!r}; choose scratch (paper) or inherit (fine-tune)")
+        for key, allowed, default in (("gate_placement", GATE_PLACEMENTS, "official"),
+                                      ("gate_training", GATE_TRAINING, "all"), ("selection", SELECTIONS, "se")):
+            if cfg.get(key, default) not in allowed:
+                raise ValueError(f"method.{key}={cfg.get(key)!r}; choose one of {allowed}")
+        self.placement = cfg.get("gate_placement", "official")
+        self.gate_training = cfg.get("gate_training", "all")
+        self.selection = cfg.get("selection", "se")
+        self.signals: dict = {}
         names = [s["name"] for s in (cfg.get("stages") or [])]
         if names != ["se_train", "retrain"]:
             raise ValueError(f"method.stages for ucp must be [se_train, retrain] (in that order), got {names}")
@@ -194,7 +245,14 @@ class UCP(Method):
         self._dense = copy.deepcopy(model)
         if self.config is not None:                     # finished run: the compact plain model
             return apply_channel_config(model, self.config)
-        return insert_se(model, score_targets(model), int(self.cfg.get("reduction", 16)), self.generator)
+        return insert_se(model, score_targets(model, self.placement), int(self.cfg.get("reduction", 16)),
+                         self.generator)
+
+    def on_stage_start(self, stage, model, ctx):
+        if stage.name == "se_train" and self.gate_training == "gates_only":
+            for n, p in model.named_parameters():
+                p.requires_grad_(".se." in f".{n}")
+        return model
 
     def on_stage_end(self, stage, model, ctx):
         if stage.name != "se_train":
@@ -202,10 +260,21 @@ class UCP(Method):
         if self.scores is None:
             raw = channel_scores(model, ctx.train_loader, ctx.device, self.cfg.get("score_batches"))
             self.scores = {n: v.cpu() for n, v in raw.items()}
+        for p in model.parameters():
+            p.requires_grad_(True)
         plain = remove_se(model)
         keep = ucp_keep(plain, self.scores, float(self.cfg.get("threshold", 0.999)), self.cfg.get("stage_widths"),
                         self.cfg.get("skip_layers") or ())
-        compact = prune_channels(plain, keep)
+        spec = channel_groups(plain)
+        l1 = {n: top_k(filter_l1(plain, spec[n]), len(v)).tolist() for n, v in keep.items()}
+        chosen = reselect(plain, keep, self.selection, self.generator)
+        # mechanism signals: how far the gates are from uniform (coefficient of variation of the scored
+        # channels) and how much the SE choice overlaps the L1 choice at the same widths
+        cv = [float(v.std() / v.mean()) for v in self.scores.values() if v.numel() > 1 and float(v.mean()) > 0]
+        self.signals = {"gate_score_cv_mean": sum(cv) / max(1, len(cv)),
+                        "se_l1_jaccard_mean": sum(jaccard(keep[n], l1[n]) for n in keep) / max(1, len(keep)),
+                        "chosen_se_jaccard_mean": sum(jaccard(keep[n], chosen[n]) for n in keep) / max(1, len(keep))}
+        compact = prune_channels(plain, chosen)
         if self.init == "scratch":
             reinitialize(compact, self.generator)
         self.config = compact.channel_config
@@ -213,18 +282,20 @@ class UCP(Method):
 
     def metrics(self, model):
         out = {"channel_config": self.config, "init": self.init,
-               "threshold": float(self.cfg.get("threshold", 0.999))}
+               "threshold": float(self.cfg.get("threshold", 0.999)), "gate_placement": self.placement,
+               "gate_training": self.gate_training, "selection": self.selection, **self.signals}
         if self._dense is not None and self._input_shape is not None:
             out.update(compression_report(self._dense, model, self._input_shape, self.cfg.get("latency")))
         return out
 
     def state_dict(self):
-        return {**super().state_dict(), "config": self.config,
+        return {**super().state_dict(), "config": self.config, "signals": self.signals,
                 "scores": {k: v.tolist() for k, v in self.scores.items()} if self.scores else None}
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
         self.config = state.get("config")
+        self.signals = dict(state.get("signals") or {})
         s = state.get("scores")
         self.scores = {k: torch.tensor(v) for k, v in s.items()} if s else None
 

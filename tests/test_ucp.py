@@ -84,7 +84,7 @@ def test_se_insert_score_remove_roundtrip():
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         before = model(x)
-    names = score_targets(model)
+    names = score_targets(model, "every_conv")
     assert len(names) == 19
     insert_se(model, names, generator=torch.Generator().manual_seed(0))
     s1 = channel_scores(model, [(x, None)], "cpu")
