@@ -7,7 +7,10 @@ hooks at the given input size. Conventions (recorded in ``COUNTER``):
 - Each layer declares ``weight_bits`` and ``act_bits`` (bits of its input activations), default 32.
   A layer with both at 32 is floating point: it adds its MACs to ``fp_macs``. Any other layer adds
   ``MACs * weight_bits * act_bits`` to BOPs (so a 1-bit x 1-bit layer adds its MACs).
-- FLOPs = 2 * fp_macs; OPs = FLOPs + BOPs / 64 (the binary-network convention).
+- FLOPs = 2 * fp_macs. OPs = fp_macs + BOPs / 64: the binary-network literature's OPs (Bi-Real, ReActNet,
+  IR-Net, ...), which count the floating-point part as MACs ("FLOPs" in those papers) and 64 binary ops per
+  word; Bi-Real ResNet-18 at 224 px: BOPs 1.68e9, FP MACs 1.39e8, OPs 1.63e8. For a model without binary
+  layers OPs = MACs. (Counter v1 used 2 * fp_macs + BOPs / 64, twice the literature's FP part.)
 - Params: all parameters. Size in bits: weights of counted layers at ``weight_bits``; everything else
   (biases, BN, other parameters) at 32.
 - Sparsity: share of zero entries in counted layers' effective weights (``weight * weight_mask`` where a
@@ -23,7 +26,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn as nn
 
-COUNTER = "compress-repro/hooks-v1: conv+linear MACs; bn/bias/act/pool uncounted; bops=macs*wb*ab; ops=2*fp_macs+bops/64"
+COUNTER = "compress-repro/hooks-v2: conv+linear MACs; bn/bias/act/pool uncounted; bops=macs*wb*ab; ops=fp_macs+bops/64"
+OPS_CONVENTION = "binary literature: OPs = FP MACs + BOPs/64 (Bi-Real / ReActNet); FLOPs = 2 * FP MACs"
 COUNTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
@@ -137,7 +141,7 @@ def measure(model: nn.Module, input_shape: tuple[int, ...]) -> Complexity:
             nonzero_params += sum(p.numel() for p in own)
     macs = sum(c.macs for c in layers)
     return Complexity(params=params, macs=macs, fp_macs=fp_macs, flops=2 * fp_macs, bops=bops,
-                      ops=2 * fp_macs + bops / 64, size_bits=size_bits,
+                      ops=fp_macs + bops / 64, size_bits=size_bits,
                       sparsity=zeros / weights if weights else 0.0, nonzero_params=nonzero_params,
                       input_res="x".join(map(str, input_shape)), layers=layers)
 
@@ -162,4 +166,6 @@ def format_table(c: Complexity) -> str:
                  f"BOPs {_fmt(c.bops)} | OPs {_fmt(c.ops)} | size {c.size_bits / 8 / 2**20:.3f} MiB | "
                  f"sparsity {100 * c.sparsity:.2f}% | input {c.input_res}")
     lines.append(f"counter: {c.counter}")
+    if c.bops:
+        lines.append(f"OPs convention: {OPS_CONVENTION}")
     return "\n".join(lines)

@@ -27,6 +27,7 @@ class OptimizerSchema:
     weight_decay: float = 5e-4
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     no_decay_bn_bias: bool = False
+    decay_conv_only: bool = False      # optional key (absent from conf/trainer/default.yaml): see engine/optim.py
 
 
 @dataclass

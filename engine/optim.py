@@ -9,7 +9,16 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("constant", "step", "multistep", "cosine", "linear", "onecycle", "inv")
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float, no_decay_bn_bias: bool):
+def param_groups(model: torch.nn.Module, weight_decay: float, no_decay_bn_bias: bool, decay_conv_only: bool = False):
+    """Parameter groups. ``decay_conv_only``: weight decay only on conv weights (4-d parameters, or a name
+    containing ``conv``), the rule of the binary papers' official ImageNet trainers (ir2net.md); else
+    ``no_decay_bn_bias`` spares 1-d parameters (BN, biases); else everything decays."""
+    if decay_conv_only:
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                (decay if (p.ndim == 4 or "conv" in name) else no_decay).append(p)
+        return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
     if not no_decay_bn_bias:
         return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
     decay, no_decay = [], []
@@ -21,7 +30,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float, no_decay_bn_bias: 
 
 def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     """``cfg`` is ``trainer.optimizer``."""
-    groups = param_groups(model, float(cfg.weight_decay), bool(cfg.get("no_decay_bn_bias", False)))
+    groups = param_groups(model, float(cfg.weight_decay), bool(cfg.get("no_decay_bn_bias", False)),
+                          bool(cfg.get("decay_conv_only", False)))
     name = cfg.name
     if name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=bool(cfg.nesterov))

@@ -1,8 +1,9 @@
 """The training loop of one stage: epochs of steps, evaluation, per-epoch atomic checkpoints, resume.
 
 Per step: forward (bf16 autocast on CUDA) -> task loss (CE with label smoothing, + KD if a teacher is
-set) -> ``method.loss`` -> NaN/inf check -> backward -> ``method.after_backward`` -> optimizer and
-scheduler step -> ``method.after_step``. Per epoch: ``method.on_epoch_end``, evaluation, checkpoint.
+set; handed to the method as ``method.task_loss_fn`` for its extra passes) -> ``method.loss`` -> NaN/inf
+check -> backward -> ``method.after_backward`` -> optimizer and scheduler step -> ``method.after_step``.
+Per epoch: ``method.on_epoch_end``, evaluation, checkpoint.
 A checkpoint holds model, optimizer, scheduler, method state, RNG state, epoch, step and history, so a
 killed run resumed with ``trainer.resume=auto`` continues to the result an uninterrupted run gives.
 """
@@ -107,12 +108,21 @@ def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dis
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 out = model(x)
-                task = F.cross_entropy(out.float(), y, label_smoothing=float(tcfg.label_smoothing))
+                t_out = None
                 if teacher is not None:
                     with torch.no_grad():
-                        t_out = teacher(x)
-                    a = float(tcfg.distill.alpha)
-                    task = (1 - a) * task + a * kd_loss(out.float(), t_out.float(), float(tcfg.distill.temperature))
+                        t_out = teacher(x).float()
+
+                def task_loss_fn(logits, targets, t_out=t_out):
+                    """CE (+ KD to the teacher's logits of this batch): for the first pass and a method's others."""
+                    task = F.cross_entropy(logits.float(), targets, label_smoothing=float(tcfg.label_smoothing))
+                    if t_out is not None:
+                        a = float(tcfg.distill.alpha)
+                        task = (1 - a) * task + a * kd_loss(logits.float(), t_out, float(tcfg.distill.temperature))
+                    return task
+
+                method.task_loss_fn = task_loss_fn
+                task = task_loss_fn(out, y)
                 loss = method.loss(model, x, out, y, task)
             if not torch.isfinite(loss):
                 path = os.path.join(stage_dir, "nonfinite_state.pt")

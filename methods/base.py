@@ -5,6 +5,11 @@ calls ``on_stage_start`` (may return a new model, e.g. after pruning), then per 
 ``loss`` -> backward -> ``after_backward`` -> optimizer step -> ``after_step``; per epoch
 ``on_epoch_end``; then ``on_stage_end``. ``metrics`` adds method-specific numbers to the results row.
 
+The task loss reaches methods in two ways: ``loss`` receives the first pass's ``task_loss``, and a method that
+runs extra forward passes on the same batch (IR²Net's erased pass) calls ``self.task_loss(logits, targets)``,
+which is the same loss — CE with the run's label smoothing, plus the KD term against the teacher's logits *of this
+batch's inputs* when ``trainer.distill`` names a teacher. The trainer sets ``task_loss_fn`` before each ``loss``.
+
 Rebuilding for evaluation: ``evaluate.py`` builds the backbone, loads ``state_dict()`` into a fresh
 method object, calls ``transform`` (which must then reproduce the final structure, e.g. a pruned
 model's kept channels) and loads the saved weights. Anything random a method does must use
@@ -20,6 +25,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 @dataclass
@@ -81,6 +87,15 @@ class Method:
     def loss(self, model: nn.Module, inputs: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor,
              task_loss: torch.Tensor) -> torch.Tensor:
         return task_loss
+
+    #: set by the trainer per step: (logits, targets) -> the run's task loss for this batch (teacher included)
+    task_loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+
+    def task_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The run's task loss on further logits of the current batch (cross-entropy when no trainer set it)."""
+        if self.task_loss_fn is None:
+            return F.cross_entropy(logits.float(), targets)
+        return self.task_loss_fn(logits, targets)
 
     def after_backward(self, model: nn.Module, step: int) -> None:
         pass

@@ -26,9 +26,11 @@ VGG-small: 128+512 = 640) and fused back to the last width by an FP module:
 Activation: hardtanh on CIFAR, PReLU on ImageNet (the backbone's activation). The BatchNorm1d before the FC is
 the backbone's ``head_bn`` (on in the CIFAR ResNets; the ImageNet configs set ``method.arch.head_bn: true``).
 
-Deviation: on ImageNet the paper's L is KD to a ResNet-34 teacher on both passes. The engine gives a method
-the first pass's task loss (CE, or CE+KD when ``trainer.distill`` is set) but not the teacher, so the erased
-pass uses cross-entropy; on CIFAR (CE on both passes) this is exactly the paper's loss.
+Both passes use the run's task loss (official code): on CIFAR cross-entropy; on ImageNet the KD loss to the
+teacher's logits of the *original* images (``trainer.distill``), handed to the method through
+``Method.task_loss`` (methods/base.py). ``restriction.second_loss: ce`` (variant) keeps plain cross-entropy on the
+erased pass. The fusion module gets the backbone's init rule (``recovery.init: official``: ``kaiming_normal_`` in
+the CIFAR ResNets, as the official init loop covers it; ``default``: PyTorch's default init).
 """
 from __future__ import annotations
 
@@ -135,8 +137,8 @@ class IR2Net(BinaryMethod):
     """Information restriction (loss) + information recovery (fusion module) — see the module docstring."""
 
     default_spec = {"act_estimator": "approx", "weight_estimator": "clipped"}
-    extra_keys = {"restriction": {"enabled", "lam", "attention_norm"},
-                  "recovery": {"enabled", "variant", "fusion", "ratio", "cheap_group_div"}}
+    extra_keys = {"restriction": {"enabled", "lam", "attention_norm", "second_loss"},
+                  "recovery": {"enabled", "variant", "fusion", "ratio", "cheap_group_div", "init"}}
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -147,7 +149,12 @@ class IR2Net(BinaryMethod):
             if variant not in VARIANTS:
                 raise ValueError(f"method.recovery.variant={variant!r} is not one of {', '.join(VARIANTS)}")
             self.recovery.update(VARIANTS[variant])
-        self._kept_sum, self._kept_n = 0.0, 0
+        self._kept_sum, self._kept_n = None, 0     # a device tensor: no host sync per step
+        if self.recovery.get("init", "official") not in ("official", "default"):
+            raise ValueError(f"method.recovery.init={self.recovery.get('init')!r} is not one of official, default")
+        if self.restriction.get("second_loss", "task") not in ("task", "ce"):
+            raise ValueError(f"method.restriction.second_loss={self.restriction.get('second_loss')!r} "
+                             "is not one of task, ce")
 
     def decorate(self, model: nn.Module, ctx: RunContext) -> nn.Module:
         if self.recovery.get("enabled", True):
@@ -156,6 +163,8 @@ class IR2Net(BinaryMethod):
                                         ratio=int(self.recovery.get("ratio", 4)),
                                         cheap_group_div=self.recovery.get("cheap_group_div"),
                                         act=_backbone_act(model))
+            if self.recovery.get("init", "official") == "official" and hasattr(model, "init_added"):
+                model.init_added(model.fusion)   # the official init loop runs after the fusion module exists
         return model
 
     def loss(self, model, inputs, outputs, targets, task_loss):
@@ -165,15 +174,20 @@ class IR2Net(BinaryMethod):
         features = raw.last_features             # backward; the shared weights' gradients still add up once
         erased, mask = restrict(inputs, features, float(self.restriction.get("lam", LAMBDA)),
                                 self.restriction.get("attention_norm", "height"))
-        self._kept_sum += float(mask.mean())
+        kept = mask.detach().mean()
+        self._kept_sum = kept if self._kept_sum is None else self._kept_sum + kept
         self._kept_n += 1
-        second = F.cross_entropy(raw(erased).float(), targets)
+        logits = raw(erased)
+        if self.restriction.get("second_loss", "task") == "ce":
+            second = F.cross_entropy(logits.float(), targets)
+        else:
+            second = self.task_loss(logits, targets)
         return 0.5 * (task_loss + second)
 
     def metrics(self, model: nn.Module) -> dict:
         out = super().metrics(model)
         if self._kept_n:
-            out["restriction_kept_fraction"] = self._kept_sum / self._kept_n
+            out["restriction_kept_fraction"] = float(self._kept_sum) / self._kept_n
         fusion = getattr(model, "fusion", None)
         out["fusion"] = type(fusion).__name__ if fusion is not None else "none"
         last = getattr(model, "last_features", None)

@@ -1,6 +1,6 @@
 """Backbones for binary training, as the binary-network papers build them (sd_bnn.md / ir2net.md, Recipe).
 
-Every conv is made by a ``BinarySpec`` (methods/common/binary.py) with a role — ``first``, ``body``,
+Every conv is made by a ``BinarySpec`` (models/binary_layers.py) with a role — ``first``, ``body``,
 ``downsample``, ``last`` — so one backbone serves plain BNN, XNOR, Bi-Real, IR-Net, SD-BNN and IR²Net, and
 ``spec.enabled=False`` gives the same topology in full precision. Full precision by default: first conv,
 last FC and the 1x1 downsample convs.
@@ -12,7 +12,8 @@ last FC and the 1x1 downsample convs.
   ``act(BN(conv1 x)); BN(conv2 .) + shortcut(x); act``, FP 1x1 conv + BN downsample, head avg-pool ->
   BatchNorm1d(512) -> FC. Above 64 px: Bi-Real ResNet-18, 16 single-conv blocks [4,4,4,4] each
   ``act(BN(conv x) + shortcut)``, downsample AvgPool(2) -> FP 1x1 conv -> BN, FP 7x7 stem + BN + act + max-pool,
-  binary weights initialised uniform[0,1) * 0.001 as in the official code.
+  binary weights initialised uniform[0,1) * 0.001 as in the official code; ``stem_act=False`` drops the stem
+  activation (Bi-Real's and SD-BNN's ImageNet code: conv -> BN -> max-pool).
 - ``binary_vgg_small``: FP conv0 128 + BN + act, then binary 128-256-256-512-512 with max-pool after
   convs 1, 3, 5 (conv -> pool -> BN -> act), FC on the flattened 512 x (size/8)^2 map.
 
@@ -30,11 +31,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models import register_model
+from models.binary_layers import BINARY_LAYERS, BinarySpec
 from models.cifar_resnet import ZeroPadShortcut
 
 
 def _spec(spec):
-    from methods.common.binary import BinarySpec   # lazy: methods/ imports models/
     if spec is None:
         return BinarySpec()
     if isinstance(spec, BinarySpec):
@@ -49,7 +50,9 @@ def _act(name: str, channels: int) -> nn.Module:
         return nn.PReLU(channels)
     if name == "relu":
         return nn.ReLU()
-    raise ValueError(f"model act={name!r} is not one of hardtanh, prelu, relu")
+    if name == "identity":     # the original Bi-Real block: BN(conv x) + shortcut, no activation
+        return nn.Identity()
+    raise ValueError(f"model act={name!r} is not one of hardtanh, prelu, relu, identity")
 
 
 def _pick_act(act: str, image_size: int) -> str:
@@ -65,6 +68,11 @@ class BinaryBackbone(nn.Module):
         self.fusion: nn.Module | None = None
         self.last_features: torch.Tensor | None = None
         self.head_bn: nn.Module | None = None
+
+    def init_added(self, module: nn.Module) -> nn.Module:
+        """Initialise a module a method adds after construction (SD-BNN's ASD FCs, IR²Net's fusion) by this
+        backbone's own init rule, as the official codes' init loop (run after those modules exist) does."""
+        return module
 
     def fusion_channels(self) -> int:
         """Channels of the concatenated [stem, stages...] map the fusion module receives."""
@@ -101,10 +109,10 @@ class BinaryBackbone(nn.Module):
 class _ResNetBackbone(BinaryBackbone):
     """stem -> [pre-stage pooling] -> stages -> head; the stem output is the first fusion feature."""
 
-    def _setup_stem(self, spec, in_channels, widths, stem_kernel, stem_stride, act):
+    def _setup_stem(self, spec, in_channels, widths, stem_kernel, stem_stride, act, stem_act=True):
         self.conv1 = spec.conv(in_channels, widths[0], stem_kernel, stem_stride, stem_kernel // 2, role="first")
         self.bn1 = nn.BatchNorm2d(widths[0])
-        self.act1 = _act(act, widths[0])
+        self.act1 = _act(act if stem_act else "identity", widths[0])
         self.feature_widths = [widths[0], *widths]
 
     def _setup_head(self, spec, num_classes, widths, head_bn):
@@ -175,9 +183,14 @@ class BiRealCifarResNet(_ResNetBackbone):
         self.layer1, self.layer2, self.layer3 = self._make_stages(
             lambda i, o, s: _TwoConvBlock(spec, i, o, s, act, True, downsample), (n, n, n), widths)
         self._setup_head(spec, num_classes, widths, head_bn)
-        for m in self.modules():
+        self.init_added(self)
+
+    def init_added(self, module: nn.Module) -> nn.Module:
+        """Official CIFAR codes: ``kaiming_normal_`` on every Conv2d / Linear weight (their ``_weights_init``)."""
+        for m in module.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
+        return module
 
 
 class BinaryCifarResNet18(_ResNetBackbone):
@@ -191,9 +204,14 @@ class BinaryCifarResNet18(_ResNetBackbone):
         self.layer1, self.layer2, self.layer3, self.layer4 = self._make_stages(
             lambda i, o, s: _TwoConvBlock(spec, i, o, s, act, False, "B"), blocks, widths)
         self._setup_head(spec, num_classes, widths, head_bn)
-        for m in self.modules():
+        self.init_added(self)
+
+    def init_added(self, module: nn.Module) -> nn.Module:
+        """Official CIFAR codes: ``kaiming_normal_`` on every Conv2d / Linear weight (their ``_weights_init``)."""
+        for m in module.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
+        return module
 
 
 class _BiRealBlock(nn.Module):
@@ -215,18 +233,21 @@ class _BiRealBlock(nn.Module):
 
 
 class BiRealImageNetResNet(_ResNetBackbone):
+    """Bi-Real ImageNet ResNet. Stem conv -> BN -> act -> max-pool (IR²Net's code) or, ``stem_act=False``,
+    conv -> BN -> max-pool (Bi-Real's and SD-BNN's code). Modules added by methods keep PyTorch's default init
+    (the official ImageNet codes have no init loop); binary conv weights start uniform[0,1) * 0.001."""
+
     def __init__(self, layers=(4, 4, 4, 4), num_classes=1000, in_channels=3, spec=None, act="prelu",
-                 head_bn=False, widths=(64, 128, 256, 512), name="bireal_resnet18"):
+                 head_bn=False, widths=(64, 128, 256, 512), name="bireal_resnet18", stem_act=True):
         super().__init__()
         spec = _spec(spec)
         self._init_hooks()
         self.arch_name = name
-        self._setup_stem(spec, in_channels, widths, 7, 2, act)
+        self._setup_stem(spec, in_channels, widths, 7, 2, act, stem_act)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         self.layer1, self.layer2, self.layer3, self.layer4 = self._make_stages(
             lambda i, o, s: _BiRealBlock(spec, i, o, s, act), layers, widths)
         self._setup_head(spec, num_classes, widths, head_bn)
-        from methods.common.binary import BINARY_LAYERS
         for m in self.modules():
             if isinstance(m, BINARY_LAYERS):
                 with torch.no_grad():   # official code: torch.rand(...) * 0.001
@@ -256,13 +277,20 @@ class BinaryVGGSmall(BinaryBackbone):
         self.feature_widths = [128, 512]
         side = image_size // 8
         self.fc = spec.linear(512 * side * side, num_classes, role="last")
-        for m in self.modules():
+        self.init_added(self)
+
+    def init_added(self, module: nn.Module) -> nn.Module:
+        """Official VGG-small codes: convs N(0, sqrt(2 / (k*k*out))), linears N(0, 0.01), zero biases."""
+        for m in module.modules():
             if isinstance(m, nn.Conv2d):
                 m.weight.data.normal_(0, math.sqrt(2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels)))
+                if m.bias is not None:
+                    m.bias.data.zero_()
             elif isinstance(m, nn.Linear):
                 m.weight.data.normal_(0, 0.01)
                 if m.bias is not None:
                     m.bias.data.zero_()
+        return module
 
     def forward(self, x):
         f0 = self.act0(self.bn0(self.conv0(x)))
@@ -295,7 +323,7 @@ for _depth in (20, 32, 44, 56):
 
 @register_model
 def bireal_resnet18(num_classes=10, in_channels=3, image_size=32, spec=None, act="auto", head_bn=None,
-                    stem="auto"):
+                    stem="auto", stem_act=True):
     """Binary ResNet-18: the official codes' CIFAR form at <= 64 px, Bi-Real ResNet-18 otherwise."""
     form = stem if stem != "auto" else ("cifar" if image_size <= 64 else "imagenet")
     picked = _pick_act(act, image_size)
@@ -304,19 +332,20 @@ def bireal_resnet18(num_classes=10, in_channels=3, image_size=32, spec=None, act
                                     head_bn=True if head_bn is None else head_bn)
     elif form == "imagenet":
         model = BiRealImageNetResNet((4, 4, 4, 4), num_classes, in_channels, spec, picked,
-                                     head_bn=bool(head_bn), name="bireal_resnet18")
+                                     head_bn=bool(head_bn), name="bireal_resnet18", stem_act=stem_act)
     else:
         raise ValueError(f"model.stem must be auto, cifar or imagenet, got {stem!r}")
-    model.build_kwargs = {"act": act, "head_bn": head_bn, "stem": form}
+    model.build_kwargs = {"act": act, "head_bn": head_bn, "stem": form, "stem_act": stem_act}
     return model
 
 
 @register_model
-def bireal_resnet34(num_classes=1000, in_channels=3, image_size=224, spec=None, act="auto", head_bn=False):
+def bireal_resnet34(num_classes=1000, in_channels=3, image_size=224, spec=None, act="auto", head_bn=False,
+                    stem_act=True):
     """Bi-Real ResNet-34 (single-conv blocks [6, 8, 12, 6])."""
     model = BiRealImageNetResNet((6, 8, 12, 6), num_classes, in_channels, spec, _pick_act(act, image_size),
-                                 head_bn=bool(head_bn), name="bireal_resnet34")
-    model.build_kwargs = {"act": act, "head_bn": head_bn}
+                                 head_bn=bool(head_bn), name="bireal_resnet34", stem_act=stem_act)
+    model.build_kwargs = {"act": act, "head_bn": head_bn, "stem_act": stem_act}
     return model
 
 

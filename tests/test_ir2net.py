@@ -133,3 +133,51 @@ def test_metrics_report_fusion_macs():
     m = method.metrics(model)
     # CIRec(128 -> 64, s=4) at 8x8: primary 128*16*64 = 131,072; cheap depthwise 48 outputs * 9 * 64 = 27,648
     assert m["fusion_macs"] == 131_072 + 27_648 and m["fusion"] == "CIRec"
+
+
+def test_fusion_gets_the_backbones_kaiming_init():
+    """Official CIFAR code: the init loop runs after the fusion module exists (kaiming_normal_); variant default."""
+    torch.manual_seed(0)
+    _, model = _ir2net()
+    w = model.fusion.primary[0].weight                           # 1x1 conv 128 -> 16: kaiming std sqrt(2/128)
+    assert w.std().item() == pytest.approx((2 / 128) ** 0.5, rel=0.15)
+    torch.manual_seed(0)
+    _, default = _ir2net(**{"recovery.init": "default"})
+    assert default.fusion.primary[0].weight.std().item() == pytest.approx(1 / 128 ** 0.5 / 3 ** 0.5, rel=0.15)
+
+
+def test_erased_pass_uses_the_runs_task_loss_with_teacher():
+    """Official ImageNet code: both passes use the KD loss to the teacher's logits of the original images. The
+    trainer hands the task loss to the method (Method.task_loss_fn); variant second_loss=ce keeps plain CE."""
+    torch.manual_seed(0)
+    method, model = _ir2net()
+    model.train()
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    t_logits = torch.randn(4, 10)
+    kd = lambda logits, targets: F.kl_div(F.log_softmax(logits.float(), 1), F.log_softmax(t_logits, 1),
+                                          reduction="batchmean", log_target=True)
+    method.task_loss_fn = kd
+    out = model(x)
+    feats = model.last_features
+    first = kd(out, y)
+    loss = method.loss(model, x, out, y, first)
+    erased, _ = restrict(x, feats, 0.15, "height")
+    torch.testing.assert_close(loss, 0.5 * (first + kd(model(erased), y)), rtol=1e-5, atol=1e-6)
+    method_ce, model_ce = _ir2net(**{"restriction.second_loss": "ce"})
+    model_ce.load_state_dict(model.state_dict())
+    method_ce.task_loss_fn = kd
+    model_ce.train()
+    out = model_ce(x)
+    feats = model_ce.last_features
+    loss_ce = method_ce.loss(model_ce, x, out, y, first)
+    erased, _ = restrict(x, feats, 0.15, "height")
+    torch.testing.assert_close(loss_ce, 0.5 * (first + F.cross_entropy(model_ce(erased), y)), rtol=1e-5, atol=1e-6)
+
+
+def test_fusion_layers_counted_per_layer_as_fp():
+    _, model = _ir2net()
+    c = measure(model, (3, 32, 32))
+    fusion = [l for l in c.layers if l.name.startswith("fusion.")]
+    assert [l.macs for l in fusion] == [131_072, 27_648] and all(l.weight_bits == 32 for l in fusion)
+    _, plain = _ir2net(**{"recovery.enabled": False})
+    assert c.fp_macs - measure(plain, (3, 32, 32)).fp_macs == 131_072 + 27_648

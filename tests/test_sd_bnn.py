@@ -58,14 +58,14 @@ def test_wsd_forward_and_detached_mean():
                                rtol=1e-5, atol=1e-9)
 
 
-def _sd_bnn(image_size=32, **over):
+def _sd_bnn(image_size=32, model_name="resnet20", **over):
     cfg = OmegaConf.load("conf/method/sd_bnn.yaml")
     cfg.ede.epochs = 4
     for k, v in over.items():
         OmegaConf.update(cfg, k, v)
     method = build_method(cfg)
     ctx = RunContext(num_classes=10, in_channels=3, image_size=image_size, device=torch.device("cpu"))
-    model = method.transform(build_model("resnet20", num_classes=10, image_size=image_size), ctx)
+    model = method.transform(build_model(model_name, num_classes=10, image_size=image_size), ctx)
     return method, model, ctx
 
 
@@ -88,7 +88,7 @@ def test_alpha_and_se_receive_gradients_through_ede():
     model.train()
     out = model(torch.randn(4, 3, 32, 32))
     torch.nn.functional.cross_entropy(out, torch.tensor([0, 1, 2, 3])).backward()
-    conv = model.layer2[0].conv1
+    conv = model.layer2[1].conv1
     assert conv.weight_pre.alpha.grad.abs().sum() > 0
     assert conv.act_pre.fc1.weight.grad.abs().sum() > 0 and conv.act_pre.fc2.weight.grad.abs().sum() > 0
 
@@ -97,16 +97,20 @@ def test_asd_changes_sign_distribution_per_input():
     """sd_bnn.md mechanism check 1: SE outputs vary per sample and channel, and shift the +1 fraction."""
     torch.manual_seed(0)                                   # independent of the tests run before
     _, model, _ = _sd_bnn()
-    conv = model.layer1[0].conv1
     seen = {}
-    conv.register_forward_pre_hook(lambda m, inp: seen.setdefault("a", inp[0].detach()))
+    # beta varies on layer2[1] (32 ch, 2 hidden SE units); layer1's SE has a single hidden unit (16 // 16) that a
+    # ReLU can leave at 0 for every sample (beta = 0.5 exactly), as in the official code with its Kaiming init.
+    # The +1 fraction shifts on layer1, where inputs in (-1, 0) are common (deeper inputs sit mostly at -1 here).
+    vary, shift = model.layer2[1].conv1, model.layer1[0].conv1
+    vary.register_forward_pre_hook(lambda m, inp: seen.setdefault("vary", inp[0].detach()))
+    shift.register_forward_pre_hook(lambda m, inp: seen.setdefault("shift", inp[0].detach()))
     model.eval()
     model(torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
-    a = seen["a"]
-    beta = conv.act_pre.beta(a)
+    beta = vary.act_pre.beta(seen["vary"])
     assert beta.std(dim=0).max() > 0 and beta.std(dim=1).max() > 0
+    a = seen["shift"]
     plus_before = (a >= 0).float().mean()
-    plus_after = (conv.act_pre(a) >= 0).float().mean()
+    plus_after = (shift.act_pre(a) >= 0).float().mean()
     assert plus_after > plus_before
 
 
@@ -123,3 +127,36 @@ def test_two_stage_switch_w32a1_to_w1a1():
 def test_sd_bnn_rejects_misspelt_keys():
     with pytest.raises(ValueError, match="method.wsd has unknown keys \\['factr'\\]"):
         _sd_bnn(**{"wsd.factr": 0.1})
+
+
+def test_asd_fcs_counted_as_fp_macs_per_layer():
+    """The SE branch of every binary conv is FP: its two FCs appear as layers of the count, in fp_macs."""
+    from engine.complexity import measure
+    _, model, _ = _sd_bnn()
+    c = measure(model, (3, 32, 32))
+    se = [l for l in c.layers if ".act_pre.fc" in l.name]
+    assert len(se) == 2 * 18 and all((l.weight_bits, l.act_bits) == (32, 32) for l in se)
+    # per binary conv with C inputs and h = max(1, C // 16) hidden units: C*h + h*C MACs
+    ins = [m.in_channels for m in binary_layers(model)]
+    assert sum(l.macs for l in se) == sum(2 * ci * max(1, ci // 16) for ci in ins) == 3_552
+    _, plain, _ = _sd_bnn(**{"asd.enabled": False})
+    assert c.fp_macs - measure(plain, (3, 32, 32)).fp_macs == 3_552
+
+
+def test_asd_fcs_get_the_backbones_kaiming_init():
+    """Official CIFAR code: _weights_init (kaiming_normal_) runs after the SE layers exist; variant init=default."""
+    torch.manual_seed(0)
+    _, model, _ = _sd_bnn()
+    fc1 = model.layer3[1].conv1.act_pre.fc1                     # 64 -> 4: kaiming std sqrt(2/64) = 0.177
+    assert fc1.weight.std().item() == pytest.approx((2 / 64) ** 0.5, rel=0.2)
+    torch.manual_seed(0)
+    _, default, _ = _sd_bnn(**{"asd.init": "default"})         # nn.Linear default: U(+-1/sqrt(64)), std 0.072
+    assert default.layer3[1].conv1.act_pre.fc1.weight.std().item() == pytest.approx(1 / 64 ** 0.5 / 3 ** 0.5,
+                                                                                     rel=0.2)
+
+
+def test_imagenet_stem_is_conv_bn_maxpool():
+    """Official SD-BNN birealnet.py: conv1 -> bn1 -> maxpool, no PReLU in the stem (IR²Net's stem keeps it)."""
+    _, model, _ = _sd_bnn(image_size=224, model_name="resnet18")
+    assert isinstance(model.act1, torch.nn.Identity)
+    assert any(isinstance(m, torch.nn.PReLU) for m in model.layer1.modules())

@@ -9,7 +9,7 @@ Payload entries (in header order):
   Libra standardisation already applied), +1 -> bit 1, -1 -> bit 0, ``numpy.packbits`` (each layer padded to a
   whole byte);
 - ``param``: every other parameter as float32 — exactly what engine/complexity.py counts in ``size_bits``;
-- ``scale``: per-channel scales of scaled binary layers (XNOR mean|w|, IR-Net 2^k), float32;
+- ``scale``: per-channel scales of scaled binary layers (XNOR mean|w|, Bi-Real mean|w| folded back into the weight on reload, IR-Net 2^k), float32;
 - ``buffer``: BatchNorm statistics and other buffers, raw.
 
 So ``8 * param_bytes = size_bits + padding`` (padding < 8 bits per binary layer), and the file is
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from methods.common.binary import BINARY_LAYERS
+from models.binary_layers import BINARY_LAYERS
 
 MAGIC = b"CRBIN01\n"
 
@@ -50,7 +50,7 @@ def export_binary(model: nn.Module, path: str, config: dict | None = None) -> di
 
     skip = {f"{n}.weight" for n in binary}
     for name, m in binary.items():
-        w, scale = m.binary_weight()
+        w, scale = m.export_weight()
         bits = np.packbits((w.detach().cpu().numpy() > 0).astype(np.uint8).reshape(-1))
         add(f"{name}.weight", "bits", bits.tobytes(), w.shape, "bits")
         acct["bits_bytes"] += bits.nbytes
