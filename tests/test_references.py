@@ -24,7 +24,8 @@ VALID = textwrap.dedent("""\
         method: dns
         variant: null
         metrics:
-          top1_error: {value: 0.91, unit: "%", band: {paper_pm: null, floor: 0.15, k_std: 2}}
+          top1_error: {value: 0.91, unit: "%", band: {paper_pm: null, floor: 0.15}}
+          compression_ratio: {value: 108, unit: x, band: {floor: 10.8}}
           params: {value: 431080, unit: count, exact: true}
         source: "test"
         protocol: {seeds: 1}
@@ -90,8 +91,26 @@ BAD = [
     ("unit: count", "unit: things", ["entry 'lenet5_dns'", "field 'metrics.params.unit'"]),
     ("runnable: true", "runnable: true\n    architecture: 5", ["entry 'lenet5_dns'", "field 'architecture'"]),
     ("runnable: true", "runnable: false", ["entry 'lenet5_dns'", "field 'runnable'", "why it cannot run"]),
-    ("band: {paper_pm: null, floor: 0.15, k_std: 2}", "band: {floor: 0}",
+    ("band: {paper_pm: null, floor: 0.15}", "band: {floor: 0}",
      ["field 'metrics.top1_error.band'", "no positive width"]),
+    # our seed spread never widens a band: k_std is gone from the schema
+    ("floor: 0.15}", "floor: 0.15, k_std: 2}", ["field 'metrics.top1_error.band.k_std'", "unknown field",
+                                                "['floor', 'paper_pm']"]),
+    ("known_gap: null", "known_gap: {metrics: [top5_error], reason: other solver}",
+     ["entry 'lenet5_dns'", "field 'known_gap.metrics'", "'top5_error' is not a metric of this entry"]),
+    ("known_gap: null", "known_gap: {metrics: [], reason: other solver}",
+     ["entry 'lenet5_dns'", "field 'known_gap.metrics'", "non-empty"]),
+    ("known_gap: null", "known_gap: {metrics: [compression_ratio]}",
+     ["entry 'lenet5_dns'", "field 'known_gap.reason'", "required"]),
+    ("known_gap: null", "known_gap: \"a bare string no longer says which metrics\"",
+     ["entry 'lenet5_dns'", "field 'known_gap'", "expected a mapping"]),
+    ("runnable: true", "runnable: true\n    evidence: released", ["entry 'lenet5_dns'", "field 'evidence'",
+                                                               "unknown value 'released'"]),
+    ("runnable: true", "runnable: true\n    evidence: recount\n    recount_experiments: [x]",
+     ["entry 'lenet5_dns'", "field 'recount_experiments'", "the whole entry is evidence: recount"]),
+    ("key: lenet5_dns", "key: LeNet5", ["entry 'LeNet5'", "field 'key'", "lowercase name"]),
+    ("same: [dataset, model, fidelity]", "same: dataset", ["claim 'dns_no_loss'", "field 'compare.same'"]),
+    ("input_res: [1, 28, 28]", "input_res: [1, 28, -28]", ["field 'conventions.input_res'", "positive ints"]),
     ("model: lenet5", "model: lenet7", ["entry 'lenet5_dns'", "field 'model'", "not a registered model"]),
     ("paper: dns", "paper: inq", ["field 'paper'", "must equal the file name"]),
     ("margin: -0.2", "margin: small", ["claim 'dns_no_loss'", "field 'compare.margin'"]),
@@ -130,8 +149,27 @@ def test_qualitative_claim_needs_notes(tmp_path):
                                                r"must say in 'notes'"):
         R.load_reference(write(tmp_path, body))
     ref = R.load_reference(write(tmp_path, body + "    notes: checked by tests/test_dns.py\n"))
-    res = R.evaluate_claim(ref.claims[0], [row(), row(method="baseline")])
-    assert res.status == "qualitative (no row comparison)" and res.groups == []
+    claim = ref.claims[0]
+    assert (claim.kind, claim.metric, claim.better, claim.same, claim.margin, claim.enforce) == \
+        ("qualitative", None, {}, [], None, False)
+    assert R.evaluate_claim(claim, [row(), row(method="baseline")]).status.startswith("qualitative")
+    with pytest.raises(R.ReferenceError, match=r"claim 'dns_no_loss': field 'enforce': only a claim with 'compare'"):
+        R.load_reference(write(tmp_path, body + "    notes: by hand\n    enforce: true\n"))
+
+
+def test_claim_flat_view_of_compare_and_within_row(tmp_path):
+    """The judge reads every claim as metric / better / worse / same / margin, whatever its YAML shape."""
+    claim = R.load_reference(write(tmp_path, VALID)).claims[0]
+    assert (claim.kind, claim.metric, claim.better, claim.worse, claim.same, claim.margin, claim.paper) == \
+        ("compare", "top1", {"method": "dns"}, {"method": "baseline"}, ["dataset", "model", "fidelity"], -0.2, "dns")
+    body = VALID[:VALID.index("    compare:")]
+    claim = R.load_reference(write(tmp_path, body + "    within_row: {filter: {method: dns}, metric: extra.p, "
+                                                    "other: extra.q, margin: 0.1}\n")).claims[0]
+    assert (claim.kind, claim.metric, claim.better, claim.worse, claim.same, claim.margin) == \
+        ("within_row", "extra.p", {"method": "dns"}, {}, ["run_id"], 0.1)
+    assert claim.within_row["other"] == "extra.q" and claim.within_row["min"] is None
+    with pytest.raises(R.ReferenceError, match=r"claim 'dns_no_loss': field 'within_row': give either 'compare' or "):
+        R.load_reference(write(tmp_path, VALID + "    within_row: {filter: {method: dns}, metric: x, min: 1}\n"))
 
 
 def test_within_row_claim(tmp_path):
@@ -208,11 +246,50 @@ def test_row_value_conversions():
 # ---- bands and judgements --------------------------------------------------------------------------------
 
 def test_band_width_golden():
-    b = R.Band(paper_pm=0.1, floor=0.15, k_std=2)
-    assert b.width() == 0.15
-    assert b.width(0.2) == pytest.approx(0.4)       # 2 x 0.2 beats the floor
-    assert b.width(0.01) == 0.15
-    assert R.Band(paper_pm=0.5, floor=0.1).width(0.3) == 0.5   # no k_std: seed std ignored
+    """A band is the paper's ± or the entry's floor, whichever is larger; our seed spread has no say in it."""
+    assert R.Band(paper_pm=0.1, floor=0.15).width() == 0.15
+    assert R.Band(paper_pm=0.5, floor=0.1).width() == 0.5
+    assert R.Band(floor=0.2).width() == 0.2 and R.Band(paper_pm=0.3).width() == 0.3
+    with pytest.raises(TypeError):
+        R.Band(floor=0.15).width(0.2)               # no seed-std argument to widen it with
+    with pytest.raises(ValueError, match="k_std"):
+        R.Band(floor=0.15, k_std=2)
+
+
+def test_known_gap_names_its_metrics_and_evidence(tmp_path):
+    """A known gap excuses only the metrics it names; ``evidence`` says whether our rows are training or recounts."""
+    text = VALID.replace("known_gap: null", "known_gap:\n      metrics: [compression_ratio]\n"
+                                            "      reason: \"the starting weights differ\"")
+    e = R.load_reference(write(tmp_path, text)).entries["lenet5_dns"]
+    assert e.known_gap.metrics == ("compression_ratio",) and e.known_gap.reason == "the starting weights differ"
+    assert e.gap("compression_ratio") == "the starting weights differ" and e.gap("top1_error") is None
+    assert str(e.known_gap) == "the starting weights differ" and e.known_gap.covers("compression_ratio")
+    assert e.evidence == "training" and not e.recount and e.evidence_of("any") == "training"
+    e = R.load_reference(write(tmp_path, VALID.replace("runnable: true", "runnable: true\n    evidence: recount"))) \
+        .entries["lenet5_dns"]
+    assert e.recount and e.evidence_of("mnist_lenet5") == "recount" and e.known_gap is None
+    e = R.load_reference(write(tmp_path, VALID.replace(
+        "runnable: true", "runnable: true\n    recount_experiments: [mnist_lenet5_released]"))).entries["lenet5_dns"]
+    assert not e.recount and e.evidence_of("mnist_lenet5_released") == "recount"
+    assert e.evidence_of("dns/mnist_lenet5_released") == "recount"      # an experiment file, <group>/<name>
+    assert e.evidence_of("mnist_lenet5") == "training" and e.evidence_of(None) == "training"
+
+
+def test_committed_known_gaps_and_recounts():
+    """Decisions of issue 12 in the committed files: the DNS LeNet-5 gap covers sparsity, not accuracy; released
+    weights evaluated here are recounts."""
+    refs = R.load_references()
+    l5 = R.lookup(refs, "dns:lenet5_dns")
+    assert l5.gap("compression_ratio") and l5.gap("remaining_pct_conv1") and l5.gap("top1_error") is None
+    assert l5.evidence == "training"
+    for ref in ("dns:lenet5_dns_released_model", "dns:lenet300_100_dns_released_model", "inq:resnet18_fp",
+                "autorecon:c10_resnet20_fp"):
+        assert R.lookup(refs, ref).recount, ref
+    assert R.lookup(refs, "dns:lenet5_reference").evidence_of("mnist_lenet5_reference_released") == "recount"
+    assert R.lookup(refs, "dns:lenet5_reference").evidence_of("mnist_lenet5_reference") == "training"
+    for paper in refs.values():
+        for e in paper.entries.values():
+            assert e.known_gap is None or set(e.known_gap.metrics) <= set(e.metrics), e.ref
 
 
 def _entry(tmp_path, **replace):
@@ -440,3 +517,12 @@ def test_two_recipes_citing_one_entry_are_judged_apart(tmp_path):
     other = R.judge_metric(e, m, rows, "paper", ref.conventions, "other")
     assert faithful.n == 2 and faithful.status == "in band" and faithful.band == pytest.approx(0.15)
     assert other.n == 1 and other.status == "out of band" and not other.within(3.0)
+
+
+def test_recount_experiments_are_experiments_citing_the_entry():
+    refs = R.load_references()
+    citing = {(c.reference, c.name) for c in R.load_experiment_configs() if c.reference}
+    problems = [f"{e.path}: entry '{e.key}': field 'recount_experiments': no experiment {x!r} cites {e.ref}"
+                for ref in refs.values() for e in ref.entries.values() for x in e.recount_experiments
+                if (e.ref, x) not in citing]
+    assert not problems, "\n".join(problems)

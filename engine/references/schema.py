@@ -1,26 +1,23 @@
 """Reference files (``results/reference/<paper>.yaml``): the papers' reported numbers as validated data.
 
-``load_reference(path)`` / ``load_references(directory)`` parse and validate; a malformed file, an unknown field
-or value, a band of the wrong sign or a duplicate key raises ``ReferenceError`` naming the file, the entry (or
-claim) and the field. ``lookup(refs, "<paper>:<key>")`` gives one entry.
+The schema is described by the pydantic models below (``PaperReference`` > ``Conventions``, ``Entry`` >
+``Metric`` > ``Band``, ``KnownGap``; ``Claim`` > ``Compare`` | ``WithinRow`` | qualitative); the models are the
+objects the rest of the suite reads. ``load_reference(path)`` / ``load_references(directory)`` parse and validate;
+a malformed file, an unknown field or value, a band of the wrong sign or a duplicate key raises ``ReferenceError``
+with one message naming the file, the entry (or claim) and the field. ``lookup(refs, "<paper>:<key>")`` gives one
+entry. Field by field: ``results/reference/README.md``.
 """
 from __future__ import annotations
 
 import glob
-import math
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable
-
-import yaml
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE_DIR = ROOT / "results" / "reference"
@@ -36,24 +33,17 @@ FLOPS_CONVENTIONS = ("macs", "2macs", "none")
 PARAMS_CONVENTIONS = ("all", "conv_fc_weights_biases", "conv_fc_weights")
 COUNTERS = ("thop-0.0.31", "thop-0.1.1", "ptflops", "own", "unknown")
 FIDELITIES = ("paper", "reduced", "smoke", "adhoc")
+#: what an entry's rows are: our own training runs, or evaluations of the authors' released weights / exact
+#: complexity recounts (reported "recounted", never "reproduced")
+EVIDENCE = ("training", "recount")
 #: unit -> scale to the suite's base unit (count, %, x, bits ...)
-UNITS = {"count": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "%": 1.0, "pp": 1.0, "points": 1.0, "x": 1.0, "bits": 1.0, "rho": 1.0, "r": 1.0,
-         "KB": 8e3, "MB": 8e6, "MiB": 8 * 2.0 ** 20, "ms": 1.0, "s": 1.0, "score": 1.0, "ratio": 1.0}
+UNITS = {"count": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "%": 1.0, "pp": 1.0, "points": 1.0, "x": 1.0,
+         "bits": 1.0, "rho": 1.0, "r": 1.0, "KB": 8e3, "MB": 8e6, "MiB": 8 * 2.0 ** 20, "ms": 1.0, "s": 1.0,
+         "score": 1.0, "ratio": 1.0}
 #: metrics that are complexity counts (compared in base units; `exact: true` allowed)
 COMPLEXITY_METRICS = ("params", "flops", "macs", "bops", "ops", "size_bits", "nonzero_params")
 ACCURACY_METRICS = ("top1", "top5", "top1_error", "top5_error")
 
-TOP_FIELDS = {"paper", "title", "arxiv", "venue", "code", "conventions", "entries", "claims", "notes", "facts"}
-TOP_REQUIRED = {"paper", "title", "conventions", "entries", "claims"}
-CONV_FIELDS = {"flops", "params", "counter", "bn_counted", "input_res", "notes"}
-ENTRY_FIELDS = {"key", "table", "dataset", "model", "method", "variant", "metrics", "source", "protocol",
-                "verified", "known_gap", "runnable", "architecture", "notes"}
-ENTRY_REQUIRED = {"key", "table", "dataset", "model", "method", "metrics", "source", "verified"}
-METRIC_FIELDS = {"value", "unit", "band", "exact", "notes"}
-BAND_FIELDS = {"paper_pm", "floor", "k_std"}
-CLAIM_FIELDS = {"id", "text", "source", "compare", "within_row", "enforce", "verified", "notes"}
-WITHIN_ROW_FIELDS = {"filter", "metric", "min", "other", "margin"}
-COMPARE_FIELDS = {"metric", "better", "worse", "same", "margin"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.+\-]*$")
 
 
@@ -61,63 +51,145 @@ class ReferenceError(ValueError):
     """A reference file, a results row or a claim is malformed; the message names file, entry/row and field."""
 
 
-# ---- data classes --------------------------------------------------------------------------------------
+# ---- field types -----------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Band:
-    paper_pm: float | None = None
-    floor: float | None = None
-    k_std: float | None = None
-
-    def width(self, seed_std: float | None = None) -> float:
-        """max(paper's own ±, k_std × our seed std (when we have ≥2 seeds), floor)."""
-        parts = [self.paper_pm or 0.0, self.floor or 0.0]
-        if seed_std is not None and self.k_std:
-            parts.append(self.k_std * seed_std)
-        return max(parts)
+#: a finite number (YAML int or float; a string, a bool, inf or nan is rejected)
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+#: a two-sided band width, >= 0
+Width = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)]
+Flag = Annotated[bool, Field(strict=True)]
+Text = Annotated[str, Field(strict=True, min_length=1)]
 
 
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    value: float | None            # None: the paper's number is not available (a placeholder, never judged)
-    unit: str
-    band: Band | None = None
-    exact: bool = False
+def _scalar_text(v: Any) -> Any:
+    """YAML scalars written without quotes (``variant: 5``, ``text: 3x``) read as text."""
+    return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
+def _lower_name(v: Any) -> str:
+    if not isinstance(v, str) or not _NAME.match(v):
+        raise ValueError(f"expected a lowercase name ([a-z0-9_.+-]), got {v!r}")
+    return v
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
+
+
+# ---- models ----------------------------------------------------------------------------------------------
+
+class Band(_Schema):
+    """How far our mean may lie from the paper's number: the paper's own ± or the entry's floor, whichever is
+    larger. Our seed spread is shown beside it and never widens it."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    paper_pm: Optional[Width] = None
+    floor: Optional[Width] = None
+
+    @model_validator(mode="after")
+    def _positive(self) -> "Band":
+        if not (self.paper_pm or self.floor):
+            raise ValueError("band has no positive width (set paper_pm or floor)")
+        return self
+
+    def width(self) -> float:
+        """max(paper's own ±, floor)."""
+        return max(self.paper_pm or 0.0, self.floor or 0.0)
+
+
+class Metric(_Schema):
+    """One reported number of an entry. Neither ``band`` nor ``exact``: informational (shown, never judged);
+    ``value: null``: a number the paper's notes do not have (a placeholder, never judged)."""
+    value: Optional[Number]
+    unit: Literal[tuple(UNITS)]   # type: ignore[valid-type]
+    band: Optional[Band] = None
+    exact: Flag = False
+    notes: Optional[str] = None
+    _name: str = PrivateAttr("")
+
+    @property
+    def name(self) -> str:
+        return self._name
 
     @property
     def scale(self) -> float:
         return UNITS[self.unit]
 
-
-@dataclass(frozen=True)
-class Conventions:
-    flops: str
-    params: str
-    counter: str
-    bn_counted: bool | None = None
-    input_res: tuple[int, ...] | None = None
-    notes: str | None = None
+    @model_validator(mode="after")
+    def _needs_number(self) -> "Metric":
+        if self.value is None and (self.band is not None or self.exact):
+            raise ValueError("[value] a metric with a band or exact: true needs a number (null marks a number the "
+                             "paper's notes do not have)")
+        return self
 
 
-@dataclass
-class Entry:
-    paper: str
+class Conventions(_Schema):
+    """The paper's counting convention (how its FLOPs / params were counted)."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    flops: Literal[FLOPS_CONVENTIONS]   # type: ignore[valid-type]
+    params: Literal[PARAMS_CONVENTIONS]   # type: ignore[valid-type]
+    counter: Literal[COUNTERS]   # type: ignore[valid-type]
+    bn_counted: Optional[Flag] = None
+    input_res: Optional[tuple[int, ...]] = None
+    notes: Optional[str] = None
+
+    def __init__(self, *args: Any, **kw: Any):
+        """Also ``Conventions("macs", "all", "thop-0.0.31")`` (flops, params, counter positionally)."""
+        kw.update(zip(("flops", "params", "counter"), args))
+        super().__init__(**kw)
+
+    @field_validator("input_res", mode="before")
+    @classmethod
+    def _res(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        if not (isinstance(v, (list, tuple)) and len(v) in (1, 2, 3)
+                and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)):
+            raise ValueError(f"expected [C, H, W] of positive ints, got {v!r}")
+        return tuple(v)
+
+
+class KnownGap(_Schema):
+    """A stated reason why some metrics of an entry do not match the paper; only those metrics are excused."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    metrics: tuple[str, ...] = Field(min_length=1)
+    reason: Text
+
+    def __str__(self) -> str:
+        return self.reason
+
+    def covers(self, metric: str) -> bool:
+        return metric in self.metrics
+
+
+class Entry(_Schema):
+    """One reported row of a paper (a table row, a README row, an abstract number)."""
     key: str
-    table: str
-    dataset: str
-    model: str
+    table: Text
+    dataset: Literal[DATASETS]   # type: ignore[valid-type]
+    model: Text
     method: str
-    variant: str | None
-    metrics: dict[str, Metric]
-    source: str
-    verified: bool
-    protocol: dict = field(default_factory=dict)
-    known_gap: str | None = None
-    runnable: bool | str = True
-    architecture: dict | str | None = None
-    notes: str | None = None
-    path: str = ""
+    variant: Optional[str] = None
+    metrics: dict[str, Metric] = Field(min_length=1)
+    source: Text
+    protocol: dict = Field(default_factory=dict)
+    verified: Flag
+    known_gap: Optional[KnownGap] = None
+    evidence: Literal[EVIDENCE] = "training"   # type: ignore[valid-type]
+    #: experiments (names) citing a ``training`` entry whose rows are evaluations of released weights (recounts)
+    recount_experiments: tuple[Annotated[str, Field(strict=True, min_length=1)], ...] = ()
+    runnable: Any = True
+    architecture: Any = None
+    notes: Optional[str] = None
+    _paper: str = PrivateAttr("")
+    _path: str = PrivateAttr("")
+
+    @property
+    def paper(self) -> str:
+        return self._paper
+
+    @property
+    def path(self) -> str:
+        return self._path
 
     @property
     def ref(self) -> str:
@@ -127,40 +199,211 @@ class Entry:
     def not_runnable_reason(self) -> str | None:
         return self.runnable if isinstance(self.runnable, str) else None
 
+    @property
+    def recount(self) -> bool:
+        """Our rows are evaluations of the authors' released weights or exact recounts: "recounted", never
+        "reproduced"."""
+        return self.evidence == "recount"
 
-@dataclass
-class Claim:
-    paper: str
+    def evidence_of(self, experiment: str | None = None) -> str:
+        """``recount`` for a recount entry or one of its ``recount_experiments``, else ``training``."""
+        name = str(experiment or "").rsplit("/", 1)[-1]     # "dns/<name>" (experiment file) or "<name>"
+        return "recount" if self.recount or (name and name in self.recount_experiments) else "training"
+
+    def gap(self, metric: str) -> str | None:
+        """The known-gap reason when it covers ``metric`` (else None: that metric is judged as any other)."""
+        return self.known_gap.reason if self.known_gap is not None and self.known_gap.covers(metric) else None
+
+    @field_validator("key", "method", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> str:
+        return _lower_name(v)
+
+    @field_validator("variant", "notes", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        v = _scalar_text(v)
+        if v is not None and not isinstance(v, str):
+            raise ValueError(f"expected a string or null, got {v!r}")
+        return v
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+    @field_validator("runnable")
+    @classmethod
+    def _runnable(cls, v: Any) -> Any:
+        if not (v is True or (isinstance(v, str) and v.strip())):
+            raise ValueError(f"expected true or a string saying why it cannot run here, got {v!r}")
+        return v
+
+    @field_validator("architecture")
+    @classmethod
+    def _architecture(cls, v: Any) -> Any:
+        if v is not None and not isinstance(v, (dict, str)):
+            raise ValueError("expected a mapping of build_model kwargs (or a string naming where the architecture "
+                             f"is specified), got {v!r}")
+        return v
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metric_names(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            for name in v:
+                _lower_name(name)
+        return v
+
+    @model_validator(mode="after")
+    def _cross_fields(self, info: ValidationInfo) -> "Entry":
+        for name, m in self.metrics.items():
+            m._name = name
+        models = (info.context or {}).get("models")
+        if (models is not None and self.runnable is True and self.model not in models
+                and not self.model.startswith("timm:")):
+            raise ValueError(f"[model] {self.model!r} is not a registered model; use a suite model name, or set "
+                             "runnable: '<why not>'")
+        if self.recount and self.recount_experiments:
+            raise ValueError("[recount_experiments] the whole entry is evidence: recount; list experiments only "
+                             "for an entry whose other rows come from training")
+        if self.known_gap is not None:
+            unknown = [m for m in self.known_gap.metrics if m not in self.metrics]
+            if unknown:
+                raise ValueError(f"[known_gap.metrics] {unknown[0]!r} is not a metric of this entry; "
+                                 f"metrics: {list(self.metrics)}")
+        return self
+
+
+class Compare(_Schema):
+    """better-side rows minus worse-side rows of ``metric``, grouped by ``same``, against ``margin``."""
+    metric: Text
+    better: dict = Field(min_length=1)
+    worse: dict = Field(min_length=1)
+    same: list[Annotated[str, Field(strict=True)]]
+    margin: Number
+
+
+class WithinRow(_Schema):
+    """A statement about each matching row on its own: ``metric >= min``, or ``metric - other >= margin``."""
+    filter: dict = Field(min_length=1)
+    metric: Text
+    min: Optional[Number] = None
+    other: Optional[str] = None
+    margin: Optional[Number] = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "WithinRow":
+        if (self.min is None) == (self.other is None):
+            raise ValueError("[min] give exactly one of 'min' or 'other' (+ 'margin')")
+        return self
+
+    def __getitem__(self, item: str) -> Any:
+        return getattr(self, item)
+
+
+class Claim(_Schema):
+    """A paper's comparative statement: ``compare`` (two sets of rows), ``within_row`` (each row on its own) or
+    neither (qualitative: ``notes`` say how it is checked; reported, not tested).
+
+    The flat view the judge reads: ``metric`` (None: qualitative), ``better``, ``worse``, ``same``, ``margin``."""
     id: str
     text: str
     source: str
-    metric: str | None             # None: a qualitative claim without a row comparison (reported, not tested)
-    better: dict
-    worse: dict
-    same: list[str]
-    margin: float | None
-    enforce: bool | None = None     # None: enforced for paper-fidelity groups only
-    verified: bool | None = None
-    notes: str | None = None
-    within_row: dict | None = None  # per-row statement: metric >= min, or metric - other >= margin
+    compare: Optional[Compare] = None
+    within_row: Optional[WithinRow] = None
+    enforce: Optional[Flag] = None      # None: enforced for paper-fidelity groups only
+    verified: Optional[Flag] = None
+    notes: Any = None
+    _paper: str = PrivateAttr("")
+    _flat: dict = PrivateAttr(default_factory=dict)
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _name(cls, v: Any) -> str:
+        return _lower_name(v)
+
+    @field_validator("text", "source", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        return _scalar_text(v)
+
+    @model_validator(mode="after")
+    def _shape(self) -> "Claim":
+        if self.compare is not None and self.within_row is not None:
+            raise ValueError("[within_row] give either 'compare' or 'within_row', not both")
+        if self.compare is not None:
+            c = self.compare
+            self._flat = dict(metric=c.metric, better=dict(c.better), worse=dict(c.worse), same=list(c.same),
+                              margin=c.margin)
+        elif self.within_row is not None:
+            w = self.within_row
+            self._flat = dict(metric=w.metric, better=dict(w.filter), worse={}, same=["run_id"],
+                              margin=0.0 if w.min is not None else (w.margin or 0.0))
+        else:
+            if not self.notes:
+                raise ValueError("[compare] a claim without 'compare' must say in 'notes' how it is checked")
+            if self.enforce:
+                raise ValueError("[enforce] only a claim with 'compare' can be enforced")
+            self.enforce = False
+            self._flat = dict(metric=None, better={}, worse={}, same=[], margin=None)
+        return self
+
+    @property
+    def paper(self) -> str:
+        return self._paper
+
+    @property
+    def kind(self) -> str:
+        """compare / within_row / qualitative."""
+        return "compare" if self.compare else ("within_row" if self.within_row else "qualitative")
+
+    def _get(name: str):   # noqa: N805 - property factory
+        def get(self):
+            return self._flat.get(name)
+
+        def set_(self, value):
+            self._flat[name] = value
+        return property(get, set_)
+
+    metric = _get("metric")
+    better = _get("better")
+    worse = _get("worse")
+    same = _get("same")
+    margin = _get("margin")
+    del _get
 
 
-@dataclass
-class PaperReference:
+class PaperReference(_Schema):
+    """One ``results/reference/<paper>.yaml``."""
     paper: str
-    title: str
+    title: Text
+    arxiv: Optional[str] = None
+    venue: Optional[str] = None
+    code: Optional[str] = None
     conventions: Conventions
-    entries: dict[str, Entry]
+    entry_list: list[Entry] = Field(alias="entries")
     claims: list[Claim]
-    path: str
-    arxiv: str | None = None
-    venue: str | None = None
-    code: str | None = None
-    notes: str | None = None
+    notes: Any = None
     facts: Any = None
+    _path: str = PrivateAttr("")
+
+    @field_validator("arxiv", "venue", "code", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        return _scalar_text(v)
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def entries(self) -> dict[str, Entry]:
+        """key -> entry, in file order (the YAML holds a list)."""
+        return {e.key: e for e in self.entry_list}
 
 
-# ---- YAML with duplicate-key detection -----------------------------------------------------------------
+# ---- YAML with duplicate-key detection -------------------------------------------------------------------
 
 class _StrictLoader(yaml.SafeLoader):
     pass
@@ -190,92 +433,78 @@ def _read_yaml(path: str) -> Any:
         raise ReferenceError(f"{path}: not valid YAML: {e}") from None
 
 
-# ---- validation ----------------------------------------------------------------------------------------
+# ---- pydantic errors -> one ReferenceError message ---------------------------------------------------------
+
+_MODEL_AT = {"": PaperReference, "conventions": Conventions, "entries.*": Entry, "entries.*.metrics.*": Metric,
+             "entries.*.metrics.*.band": Band, "entries.*.known_gap": KnownGap, "claims.*": Claim,
+             "claims.*.compare": Compare, "claims.*.within_row": WithinRow}
+_MARK = re.compile(r"^\[([^\]]+)\] (.*)$", re.S)
+
+
+def _allowed(loc: tuple) -> list[str]:
+    parts = []
+    for i, p in enumerate(loc):
+        parts.append("*" if isinstance(p, int) or (i >= 1 and loc[i - 1] == "metrics") else str(p))
+    model = _MODEL_AT.get(".".join(parts))
+    return sorted(f.alias or n for n, f in model.model_fields.items()) if model else []
+
+
+def _message(err: dict) -> tuple[tuple, str]:
+    """(location, words) of one pydantic error, in the suite's phrasing."""
+    loc = tuple(p for p in err["loc"] if p != "[key]")
+    t, got, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    if t == "extra_forbidden":
+        return loc, f"unknown field; allowed: {_allowed(loc[:-1])}"
+    if t == "missing":
+        return loc, "required field is missing"
+    if t == "literal_error":
+        return loc, f"unknown value {got!r}; allowed: [{ctx.get('expected', '')}]"
+    if t in ("bool_type", "bool_parsing"):
+        return loc, f"expected true/false, got {got!r}"
+    if t in ("float_type", "float_parsing", "finite_number", "int_type", "int_parsing"):
+        return loc, f"expected a finite number, got {got!r}"
+    if t == "greater_than_equal":
+        return loc, f"must be >= 0 (a band is a two-sided width), got {got!r}"
+    if t in ("dict_type", "model_type", "model_attributes_type"):
+        return loc, f"expected a mapping, got {type(got).__name__}"
+    if t in ("list_type", "tuple_type"):
+        return loc, f"expected a list, got {got!r}"
+    if t in ("string_type", "string_too_short"):
+        return loc, f"expected a non-empty string, got {got!r}"
+    if t == "too_short":
+        return loc, f"expected a non-empty {'mapping' if isinstance(got, dict) else 'list'}, got {got!r}"
+    msg = err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    mark = _MARK.match(msg)
+    if mark:
+        return loc + tuple(mark.group(1).split(".")), mark.group(2)
+    return loc, msg
+
+
+def _what(raw: Any, loc: tuple) -> tuple[str | None, tuple]:
+    """('entry 'key'' / 'claim #i' / None, the rest of the location) of an error location."""
+    if len(loc) >= 2 and loc[0] in ("entries", "claims") and isinstance(loc[1], int):
+        kind, idx = ("entry", "key") if loc[0] == "entries" else ("claim", "id")
+        items = raw.get(loc[0]) if isinstance(raw, dict) else None
+        item = items[loc[1]] if isinstance(items, list) and loc[1] < len(items) else None
+        name = item.get(idx) if isinstance(item, dict) else None
+        return (f"{kind} '{name}'" if isinstance(name, str) and name else f"{kind} #{loc[1]}"), loc[2:]
+    return None, loc
+
 
 def _where(path: str, what: str | None, fld: str) -> str:
     return f"{path}: {what + ': ' if what else ''}field '{fld}'"
 
 
-def _check_keys(obj: Any, allowed: set[str], required: set[str], path: str, what: str | None, prefix: str = ""):
-    if not isinstance(obj, dict):
-        raise ReferenceError(f"{_where(path, what, prefix or '<top>')}: expected a mapping, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - allowed)
-    if unknown:
-        raise ReferenceError(f"{_where(path, what, prefix + unknown[0])}: unknown field; allowed: {sorted(allowed)}")
-    missing = sorted(required - set(obj))
-    if missing:
-        raise ReferenceError(f"{_where(path, what, prefix + missing[0])}: required field is missing")
-
-
-def _number(v: Any, path: str, what: str, fld: str, allow_none: bool = False) -> float | None:
-    if v is None and allow_none:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ReferenceError(f"{_where(path, what, fld)}: expected a finite number, got {v!r}")
-    return float(v)
-
-
-def _choice(v: Any, allowed: Iterable[str], path: str, what: str | None, fld: str) -> str:
-    allowed = tuple(allowed)
-    if v not in allowed:
-        raise ReferenceError(f"{_where(path, what, fld)}: unknown value {v!r}; allowed: {list(allowed)}")
-    return v
-
-
-def _name(v: Any, path: str, what: str, fld: str) -> str:
-    if not isinstance(v, str) or not _NAME.match(v):
-        raise ReferenceError(f"{_where(path, what, fld)}: expected a lowercase name ([a-z0-9_.+-]), got {v!r}")
-    return v
-
-
-def _band(raw: Any, path: str, what: str, fld: str) -> Band:
-    _check_keys(raw, BAND_FIELDS, set(), path, what, fld + ".")
-    vals = {}
-    for k in BAND_FIELDS:
-        v = _number(raw.get(k), path, what, f"{fld}.{k}", allow_none=True)
-        if v is not None and v < 0:
-            raise ReferenceError(f"{_where(path, what, f'{fld}.{k}')}: a band must be >= 0 (two-sided width), got {v}")
-        vals[k] = v
-    if not any(vals.values()):
-        raise ReferenceError(f"{_where(path, what, fld)}: band has no positive width "
-                             "(set paper_pm, floor or k_std)")
-    return Band(**vals)
-
-
-def _metric(name: str, raw: Any, path: str, what: str) -> Metric:
-    fld = f"metrics.{name}"
-    _name(name, path, what, fld)
-    _check_keys(raw, METRIC_FIELDS, {"value", "unit"}, path, what, fld + ".")
-    value = _number(raw["value"], path, what, f"{fld}.value", allow_none=True)
-    unit = _choice(raw["unit"], UNITS, path, what, f"{fld}.unit")
-    exact = raw.get("exact", False)
-    if not isinstance(exact, bool):
-        raise ReferenceError(f"{_where(path, what, f'{fld}.exact')}: expected true/false, got {exact!r}")
-    band = None
-    if raw.get("band") is not None:
-        band = _band(raw["band"], path, what, f"{fld}.band")
-    if value is None and (band is not None or exact):
-        raise ReferenceError(f"{_where(path, what, f'{fld}.value')}: a metric with a band or exact: true needs a "
-                             "number (null marks a number the paper's notes do not have)")
-    # neither band nor exact: an informational number (shown in the report, never judged)
-    return Metric(name=name, value=value, unit=unit, band=band, exact=exact)
-
-
-def _conventions(raw: Any, path: str) -> Conventions:
-    _check_keys(raw, CONV_FIELDS, {"flops", "params", "counter"}, path, None, "conventions.")
-    bn = raw.get("bn_counted")
-    if bn is not None and not isinstance(bn, bool):
-        raise ReferenceError(f"{_where(path, None, 'conventions.bn_counted')}: expected true/false, got {bn!r}")
-    res = raw.get("input_res")
-    if res is not None:
-        if not (isinstance(res, list) and all(isinstance(x, int) and x > 0 for x in res) and len(res) in (1, 2, 3)):
-            raise ReferenceError(f"{_where(path, None, 'conventions.input_res')}: expected [C, H, W] of positive "
-                                 f"ints, got {res!r}")
-        res = tuple(res)
-    return Conventions(flops=_choice(raw["flops"], FLOPS_CONVENTIONS, path, None, "conventions.flops"),
-                       params=_choice(raw["params"], PARAMS_CONVENTIONS, path, None, "conventions.params"),
-                       counter=_choice(raw["counter"], COUNTERS, path, None, "conventions.counter"),
-                       bn_counted=bn, input_res=res, notes=raw.get("notes"))
+def _reference_error(path: str, raw: Any, e: ValidationError) -> ReferenceError:
+    errors = e.errors(include_url=False)
+    loc, words = _message(errors[0])
+    what, rest = _what(raw, loc)
+    fld = ".".join(str(p) for p in rest) or "<top>"
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return ReferenceError(f"{_where(path, what, fld)}: {words}{more}")
 
 
 def _registered_models() -> set[str] | None:
@@ -286,128 +515,36 @@ def _registered_models() -> set[str] | None:
         return None
 
 
-def _entry(paper: str, i: int, raw: Any, path: str, models: set[str] | None) -> Entry:
-    key = raw.get("key") if isinstance(raw, dict) else None
-    what = f"entry '{key}'" if key else f"entry #{i}"
-    _check_keys(raw, ENTRY_FIELDS, ENTRY_REQUIRED, path, what)
-    _name(key, path, what, "key")
-    for fld in ("table", "source"):
-        if not isinstance(raw[fld], str) or not raw[fld].strip():
-            raise ReferenceError(f"{_where(path, what, fld)}: expected a non-empty string, got {raw[fld]!r}")
-    dataset = _choice(raw["dataset"], DATASETS, path, what, "dataset")
-    method = _name(raw["method"], path, what, "method")
-    model = raw["model"]
-    if not isinstance(model, str) or not model:
-        raise ReferenceError(f"{_where(path, what, 'model')}: expected a model name, got {model!r}")
-    runnable = raw.get("runnable", True)
-    if not (runnable is True or (isinstance(runnable, str) and runnable.strip())):
-        raise ReferenceError(f"{_where(path, what, 'runnable')}: expected true or a string saying why it cannot "
-                             f"run here, got {runnable!r}")
-    if models is not None and runnable is True and model not in models and not model.startswith("timm:"):
-        raise ReferenceError(f"{_where(path, what, 'model')}: {model!r} is not a registered model; use a suite "
-                             "model name, or set runnable: '<why not>'")
-    if not isinstance(raw["verified"], bool):
-        raise ReferenceError(f"{_where(path, what, 'verified')}: expected true/false, got {raw['verified']!r}")
-    metrics_raw = raw["metrics"]
-    if not isinstance(metrics_raw, dict) or not metrics_raw:
-        raise ReferenceError(f"{_where(path, what, 'metrics')}: expected a non-empty mapping name -> "
-                             "{value, unit, band}")
-    metrics = {n: _metric(n, m, path, what) for n, m in metrics_raw.items()}
-    protocol = raw.get("protocol") or {}
-    if not isinstance(protocol, dict):
-        raise ReferenceError(f"{_where(path, what, 'protocol')}: expected a mapping, got {protocol!r}")
-    for fld in ("known_gap", "variant", "notes"):
-        if raw.get(fld) is not None and not isinstance(raw[fld], (str, int, float)):
-            raise ReferenceError(f"{_where(path, what, fld)}: expected a string or null, got {raw[fld]!r}")
-    arch = raw.get("architecture")
-    if arch is not None and not isinstance(arch, (dict, str)):
-        raise ReferenceError(f"{_where(path, what, 'architecture')}: expected a mapping of build_model kwargs "
-                             f"(or a string naming where the architecture is specified), got {arch!r}")
-    variant = raw.get("variant")
-    return Entry(paper=paper, key=key, table=raw["table"], dataset=dataset, model=model, method=method,
-                 variant=None if variant is None else str(variant), metrics=metrics, source=raw["source"],
-                 verified=raw["verified"], protocol=protocol, known_gap=raw.get("known_gap"), runnable=runnable,
-                 architecture=arch, notes=raw.get("notes"), path=path)
-
-
-def _claim(paper: str, i: int, raw: Any, path: str) -> Claim:
-    cid = raw.get("id") if isinstance(raw, dict) else None
-    what = f"claim '{cid}'" if cid else f"claim #{i}"
-    _check_keys(raw, CLAIM_FIELDS, {"id", "text", "source"}, path, what)
-    _name(cid, path, what, "id")
-    for flag in ("enforce", "verified"):
-        if raw.get(flag) is not None and not isinstance(raw[flag], bool):
-            raise ReferenceError(f"{_where(path, what, flag)}: expected true/false, got {raw[flag]!r}")
-    comp = raw.get("compare")
-    within = raw.get("within_row")
-    if comp is not None and within is not None:
-        raise ReferenceError(f"{_where(path, what, 'within_row')}: give either 'compare' or 'within_row', not both")
-    if within is not None:   # a statement about each row on its own
-        _check_keys(within, WITHIN_ROW_FIELDS, {"filter", "metric"}, path, what, "within_row.")
-        if not isinstance(within["filter"], dict) or not within["filter"]:
-            raise ReferenceError(f"{_where(path, what, 'within_row.filter')}: expected a non-empty row filter")
-        if ("min" in within) == ("other" in within):
-            raise ReferenceError(f"{_where(path, what, 'within_row.min')}: give exactly one of 'min' or "
-                                 "'other' (+ 'margin')")
-        threshold = _number(within.get("min", within.get("margin", 0.0)), path, what,
-                            "within_row.min" if "min" in within else "within_row.margin")
-        return Claim(paper=paper, id=cid, text=str(raw["text"]), source=str(raw["source"]),
-                     metric=str(within["metric"]), better=dict(within["filter"]), worse={}, same=["run_id"],
-                     margin=0.0 if "min" in within else threshold, enforce=raw.get("enforce"),
-                     verified=raw.get("verified"), notes=raw.get("notes"),
-                     within_row={"other": within.get("other"), "min": within.get("min")})
-    if comp is None:   # qualitative: no row comparison; needs notes saying how it is checked
-        if not raw.get("notes"):
-            raise ReferenceError(f"{_where(path, what, 'compare')}: a claim without 'compare' must say in 'notes' "
-                                 "how it is checked")
-        if raw.get("enforce"):
-            raise ReferenceError(f"{_where(path, what, 'enforce')}: only a claim with 'compare' can be enforced")
-        return Claim(paper=paper, id=cid, text=str(raw["text"]), source=str(raw["source"]), metric=None, better={},
-                     worse={}, same=[], margin=None, enforce=False, verified=raw.get("verified"),
-                     notes=raw.get("notes"))
-    _check_keys(comp, COMPARE_FIELDS, COMPARE_FIELDS, path, what, "compare.")
-    for side in ("better", "worse"):
-        if not isinstance(comp[side], dict) or not comp[side]:
-            raise ReferenceError(f"{_where(path, what, 'compare.' + side)}: expected a non-empty row filter "
-                                 "(column -> value)")
-    same = comp["same"]
-    if not isinstance(same, list) or not all(isinstance(s, str) for s in same):
-        raise ReferenceError(f"{_where(path, what, 'compare.same')}: expected a list of column names")
-    return Claim(paper=paper, id=cid, text=str(raw["text"]), source=str(raw["source"]),
-                 metric=str(comp["metric"]), better=dict(comp["better"]), worse=dict(comp["worse"]),
-                 same=list(same), margin=_number(comp["margin"], path, what, "compare.margin"),
-                 enforce=raw.get("enforce"), verified=raw.get("verified"), notes=raw.get("notes"))
-
+# ---- loading ---------------------------------------------------------------------------------------------
 
 def load_reference(path: str | os.PathLike, check_models: bool = True) -> PaperReference:
     """Parse and validate one reference file (schema: results/reference/README.md)."""
     path = str(path)
     raw = _read_yaml(path)
-    _check_keys(raw, TOP_FIELDS, TOP_REQUIRED, path, None)
+    if not isinstance(raw, dict):
+        raise ReferenceError(f"{_where(path, None, '<top>')}: expected a mapping, got {type(raw).__name__}")
+    context = {"models": _registered_models() if check_models else None}
+    try:
+        ref = PaperReference.model_validate(raw, context=context)
+    except ValidationError as e:
+        raise _reference_error(path, raw, e) from None
     stem = Path(path).stem
-    if raw["paper"] != stem:
-        raise ReferenceError(f"{_where(path, None, 'paper')}: {raw['paper']!r} must equal the file name {stem!r}")
-    conv = _conventions(raw["conventions"], path)
-    if not isinstance(raw["entries"], list):
-        raise ReferenceError(f"{_where(path, None, 'entries')}: expected a list (may be empty)")
-    if not isinstance(raw["claims"], list):
-        raise ReferenceError(f"{_where(path, None, 'claims')}: expected a list (may be empty)")
-    models = _registered_models() if check_models else None
+    if ref.paper != stem:
+        raise ReferenceError(f"{_where(path, None, 'paper')}: {ref.paper!r} must equal the file name {stem!r}")
+    ref._path = path
     entries: dict[str, Entry] = {}
-    for i, e in enumerate(raw["entries"]):
-        entry = _entry(stem, i, e, path, models)
+    for i, entry in enumerate(ref.entry_list):
         if entry.key in entries:
             raise ReferenceError(f"{_where(path, f'entry {entry.key!r} (#{i})', 'key')}: duplicate key")
+        entry._paper, entry._path = stem, path
         entries[entry.key] = entry
-    claims: list[Claim] = []
-    for i, c in enumerate(raw["claims"]):
-        claim = _claim(stem, i, c, path)
-        if any(x.id == claim.id for x in claims):
+    seen: set[str] = set()
+    for i, claim in enumerate(ref.claims):
+        if claim.id in seen:
             raise ReferenceError(f"{_where(path, f'claim {claim.id!r} (#{i})', 'id')}: duplicate id")
-        claims.append(claim)
-    return PaperReference(paper=stem, title=str(raw["title"]), conventions=conv, entries=entries, claims=claims,
-                          path=path, arxiv=raw.get("arxiv"), venue=raw.get("venue"), code=raw.get("code"),
-                          notes=raw.get("notes"), facts=raw.get("facts"))
+        seen.add(claim.id)
+        claim._paper = stem
+    return ref
 
 
 def reference_files(directory: str | os.PathLike = REFERENCE_DIR) -> dict[str, str]:
