@@ -1,4 +1,12 @@
-"""Provenance of a run: git commit (+dirty flag), config hash, versions, the command line."""
+"""Provenance of a run: git commit (+dirty flag), config hash, versions, the command line, and whether the row
+is what its experiment file says.
+
+A row is *judged* against a paper only when it is exactly its experiment file's config: launched with
+``experiment=<group>/<name>`` and no override other than ``seed`` and the keys that do not change what is
+computed (``NON_COMPUTATIONAL``). Anything else is recorded with ``fidelity=adhoc`` and the reason in
+``fidelity_note``; the judge (``engine.verdicts``) additionally requires a clean commit and the experiment
+file's current config hash.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -6,13 +14,17 @@ import os
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import torch
 from omegaconf import OmegaConf
 
 # keys that do not change what is computed (where files go, how it is shown, whether to resume)
-_IGNORED_TOP = ("paths", "logger", "hydra")
+_IGNORED_TOP = ("paths", "logger", "hydra", "allow_untrained")
 _IGNORED_TRAINER = ("resume", "progress", "log_every", "device", "eval_batch_size")
+#: override keys that leave a row judged: the seed, the experiment choice and the non-computational keys above
+JUDGED_OVERRIDES = ("seed", "experiment")
+JUDGED_FIDELITIES = ("paper", "reduced")
 
 
 def git_info(root: str | None = None) -> tuple[str, bool]:
@@ -27,15 +39,78 @@ def git_info(root: str | None = None) -> tuple[str, bool]:
         return "unknown", False
 
 
+def _without_nulls(node):
+    if isinstance(node, dict):
+        return {k: _without_nulls(v) for k, v in node.items() if v is not None}
+    return node
+
+
 def config_hash(cfg) -> str:
-    """Hash of the resolved config minus paths/logging/resume keys and the seed (so seeds share a hash)."""
-    data = OmegaConf.to_container(cfg, resolve=True)
+    """Hash of the resolved config minus paths/logging/resume keys, the seed (so seeds share a hash) and null
+    values (a new option whose default is null leaves earlier rows' hashes as they were)."""
+    data = _without_nulls(OmegaConf.to_container(cfg, resolve=True))
     for key in _IGNORED_TOP + ("seed",):
         data.pop(key, None)
     for key in _IGNORED_TRAINER:
         data.get("trainer", {}).pop(key, None)
     text = OmegaConf.to_yaml(OmegaConf.create(data), sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def is_computational(key: str) -> bool:
+    """Whether overriding config ``key`` (dotted, ``+``/``~``/``++`` prefixes allowed) changes what is computed."""
+    key = key.lstrip("+~")
+    top, _, rest = key.partition(".")
+    if top in _IGNORED_TOP or top in JUDGED_OVERRIDES:
+        return False
+    return not (top == "trainer" and rest.split(".")[0] in _IGNORED_TRAINER)
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """How a run was launched: the experiment file chosen (``<group>/<name>``) and the command-line overrides."""
+
+    experiment: str | None = None
+    overrides: tuple[str, ...] = ()
+
+    @classmethod
+    def current(cls) -> "Invocation":
+        """The running Hydra job's choice and overrides, else what a command line that composes by itself
+        declared (``declare``); an empty invocation otherwise (a test's ``compose`` + ``run``), whose rows are
+        therefore never judged."""
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            hc = HydraConfig.get()
+            return cls(experiment=hc.runtime.choices.get("experiment"), overrides=tuple(hc.overrides.task))
+        return _declared[-1] if _declared else cls()
+
+    @classmethod
+    def from_overrides(cls, overrides: list[str]) -> "Invocation":
+        experiment = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("experiment=")), None)
+        return cls(experiment=experiment, overrides=tuple(overrides))
+
+    def declare(self) -> None:
+        """For command lines that compose without ``@hydra.main`` (scripts/analyze.py): this process's runs
+        were launched with these overrides."""
+        _declared.append(self)
+
+    def computational_overrides(self) -> list[str]:
+        return [o for o in self.overrides if is_computational(o.split("=", 1)[0])]
+
+    def fidelity(self, declared: str) -> tuple[str, str]:
+        """(fidelity recorded in the row, why it differs from ``declared``; "" when it does not)."""
+        if declared not in JUDGED_FIDELITIES:
+            return declared, ""
+        if not self.experiment:
+            return "adhoc", f"declared {declared}, but not launched with experiment=<file>"
+        extra = self.computational_overrides()
+        if extra:
+            return "adhoc", f"declared {declared}, but overridden: {' '.join(extra)}"
+        return declared, ""
+
+
+_declared: list[Invocation] = []
 
 
 def command_line() -> str:

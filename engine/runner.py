@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import torch
@@ -36,12 +37,42 @@ def run_name(cfg) -> str:
 
 
 def results_path(cfg) -> str:
+    """``<paths.results_dir>/<paper or name>.csv``: under the output folder by default; the reproduce scripts set
+    ``paths.results_dir=results/runs`` (the tracked rows)."""
     return os.path.join(cfg.paths.results_dir, f"{cfg.get('paper') or run_name(cfg)}.csv")
 
 
-def run_dir(cfg) -> str:
-    return os.path.join(cfg.paths.output_dir, run_name(cfg).replace("/", "_"),
-                        f"{provenance.config_hash(cfg)}-seed{cfg.seed}")
+def run_dir(cfg, launch_hash: str) -> str:
+    return os.path.join(cfg.paths.output_dir, run_name(cfg).replace("/", "_"), f"{launch_hash}-seed{cfg.seed}")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What a row says about how its run was made, fixed at start: the config hash as launched (before the
+    pretrained / init-checkpoint normalisation is applied), the experiment file, the recorded fidelity (adhoc when
+    the config is not exactly the experiment file's) and the commit the code came from."""
+
+    config_hash: str
+    experiment_config: str
+    fidelity: str
+    fidelity_note: str
+    git_sha: str
+    git_dirty: bool
+
+    @classmethod
+    def of(cls, cfg) -> "Launch":
+        invocation = provenance.Invocation.current()
+        fidelity, note = invocation.fidelity(str(cfg.fidelity))
+        sha, dirty = provenance.git_info()
+        return cls(config_hash=provenance.config_hash(cfg), experiment_config=invocation.experiment or "",
+                   fidelity=fidelity, fidelity_note=note, git_sha=sha, git_dirty=dirty)
+
+    def announce(self) -> None:
+        if self.fidelity_note:
+            print(f"note: this run's row is recorded as fidelity={self.fidelity} ({self.fidelity_note}); "
+                  "only an experiment file's exact config is judged", flush=True)
+        elif self.fidelity in provenance.JUDGED_FIDELITIES and self.git_dirty:
+            print("note: uncommitted changes: this run's row will not be judged (commit, then run)", flush=True)
 
 
 def pick_device(choice: str) -> torch.device:
@@ -104,6 +135,7 @@ def run(cfg) -> dict:
     """Train/evaluate the composed config; returns final metrics and complexity; writes the results row."""
     validate(cfg)
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))   # frozen view of every interpolation
+    launch = Launch.of(cfg)
     device = pick_device(cfg.trainer.device)
     dist = distributed.init(device.type)
     if device.type == "cuda":
@@ -112,7 +144,9 @@ def run(cfg) -> dict:
     apply_pretrained_normalization(cfg)
     init_blob = load_init_checkpoint(cfg)
     apply_init_checkpoint_normalization(cfg, init_blob)
-    out_dir = run_dir(cfg)
+    out_dir = run_dir(cfg, launch.config_hash)
+    if dist.is_main:
+        launch.announce()
     if cfg.trainer.resume == "never" and os.path.isdir(out_dir) and dist.is_main:
         os.rename(out_dir, f"{out_dir}.old-{datetime.now():%Y%m%d-%H%M%S}")
     distributed.barrier()
@@ -140,7 +174,7 @@ def run(cfg) -> dict:
                                         (cfg.trainer.precision == "auto" and device.type == "cuda")) else None
     channels_last = cfg.trainer.channels_last in (True, "true") or (
         cfg.trainer.channels_last == "auto" and device.type == "cuda")
-    logger = build_logger(cfg.logger, cfg, out_dir, run_id=f"{provenance.config_hash(cfg)}-s{cfg.seed}",
+    logger = build_logger(cfg.logger, cfg, out_dir, run_id=f"{launch.config_hash}-s{cfg.seed}",
                           group=cfg.get("paper") or run_name(cfg), name=f"{run_name(cfg)}-s{cfg.seed}",
                           is_main=dist.is_main)
     ctx = RunContext(num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
@@ -201,7 +235,7 @@ def run(cfg) -> dict:
         if dist.is_main:
             checkpoint.save_atomic({"model": model.state_dict(), "method": method.state_dict(),
                                     "config": OmegaConf.to_container(cfg), "metrics": metrics}, final_path)
-            append_row(results_path(cfg), result_row(cfg, metrics, device, dist.world_size, latency))
+            append_row(results_path(cfg), result_row(cfg, metrics, device, dist.world_size, launch, latency))
             open(row_marker, "w").close()
             logger.summary({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
             print(f"final: top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f} | params {cost.params} "
@@ -219,19 +253,22 @@ def measured_latency(model: torch.nn.Module, input_shape) -> dict:
             "device": f"{lat['latency_device']}, batch 1"}
 
 
-def result_row(cfg, metrics: dict, device: torch.device, world_size: int, latency: dict | None = None) -> dict:
-    sha, dirty = provenance.git_info()
+def result_row(cfg, metrics: dict, device: torch.device, world_size: int, launch: Launch,
+               latency: dict | None = None) -> dict:
     keys = ("top1", "top5", "best_top1", "loss", "params", "macs", "flops", "bops", "ops", "size_bits", "sparsity",
             "nonzero_params", "counter", "input_res", "steps", "epochs", "wall_time_s", "extra")
     return {
         "run_id": uuid.uuid4().hex[:12], "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "experiment": run_name(cfg), "reference": cfg.get("reference") or "", "paper": cfg.get("paper") or "",
+        "experiment": run_name(cfg), "experiment_config": launch.experiment_config,
+        "reference": cfg.get("reference") or "", "paper": cfg.get("paper") or "",
         "dataset": cfg.data.name, "model": cfg.model.name, "method": cfg.method.name,
-        "variant": cfg.get("variant") or "", "fidelity": cfg.fidelity, "seed": cfg.seed, "best_or_last": "last",
+        "variant": cfg.get("variant") or "", "fidelity": launch.fidelity, "fidelity_note": launch.fidelity_note,
+        "seed": cfg.seed, "best_or_last": "last",
         **{k: metrics.get(k, "") for k in keys},
         "latency_ms": (latency or {}).get("latency_ms", ""), "latency_device": (latency or {}).get("device", ""),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
-        "world_size": world_size, "global_batch": cfg.trainer.batch_size, "git_sha": sha, "git_dirty": dirty,
-        "config_hash": provenance.config_hash(cfg), "torch_version": provenance.torch_version(),
+        "world_size": world_size, "global_batch": cfg.trainer.batch_size, "git_sha": launch.git_sha,
+        "git_dirty": launch.git_dirty,
+        "config_hash": launch.config_hash, "torch_version": provenance.torch_version(),
         "command": provenance.command_line(),
     }

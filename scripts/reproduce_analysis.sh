@@ -5,6 +5,7 @@
 # LENET5_CKPT: final.pt of `python train.py experiment=backbones/mnist_lenet5` (trained here if absent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export RESULTS_DIR=${RESULTS_DIR:-results/runs}   # tracked rows (ad-hoc runs default to outputs/results)
 PY=${PYTHON:-python}
 LOCK=${LOCK:-/tmp/cpu-heavy.lock}
 export DATA_ROOT=${DATA_ROOT:-../shared/data}

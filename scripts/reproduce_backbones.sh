@@ -3,6 +3,7 @@
 # and ResNet-20 fine-tuned on the JPEG training split. Rows go to results/runs/backbones.csv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export RESULTS_DIR=${RESULTS_DIR:-results/runs}   # tracked rows (ad-hoc runs default to outputs/results)
 export DATA_ROOT=${DATA_ROOT:-../shared/data}
 PY=${PYTHON:-.venv/bin/python}
 $PY train.py experiment=backbones/mnist_lenet5 "$@"

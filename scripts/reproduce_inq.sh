@@ -10,6 +10,7 @@
 #   newest backbones/cifar10_jpeg_resnet20_finetune run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export RESULTS_DIR=${RESULTS_DIR:-results/runs}   # tracked rows (ad-hoc runs default to outputs/results)
 PY=${PY:-.venv/bin/python}
 LOCK=(${LOCK:-flock /tmp/cpu-heavy.lock})
 BITS=${BITS:-"5 4 3 2"}

@@ -6,6 +6,7 @@
 # SEEDS="0 1" for fewer seeds; finished runs are skipped (trainer.resume=auto finds their run directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export RESULTS_DIR=${RESULTS_DIR:-results/runs}   # tracked rows (ad-hoc runs default to outputs/results)
 PY=${PY:-python}
 export DATA_ROOT=${DATA_ROOT:-../shared/data}
 SEEDS=${SEEDS:-"0 1 2"}

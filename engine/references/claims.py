@@ -1,10 +1,19 @@
-"""Claims: a paper's comparative statements, tested on result rows."""
+"""Claims: a paper's comparative statements, judged on result rows from the confidence interval of the difference.
+
+A claim compares two arms (``better`` and ``worse`` row filters) within groups of equal ``same`` columns. Each
+experiment file on one side is its own arm, so a group yields one comparison per pair of arms: recipes are never
+pooled. Arms that share seeds are paired by seed (Student t on the per-seed differences); otherwise Welch's t.
+The verdict (``engine.references.stats.verdict``): held when the 95% CI lies above the margin, not held when it
+lies below, inconclusive otherwise or with fewer than 3 seeds per arm. Only judged rows take part
+(``engine.references.judging.mark_judged``).
+"""
 from __future__ import annotations
 
 import os
 import statistics
 from dataclasses import dataclass
 
+from engine.references import stats
 from engine.references.rows import _float, row_value
 from engine.references.schema import Claim, Conventions
 
@@ -23,103 +32,169 @@ def _matches(row: dict, flt: dict) -> bool:
 
 
 @dataclass
-class ClaimGroup:
-    key: tuple
-    better: list[float]
-    worse: list[float]
-    better_ids: list[str]
-    worse_ids: list[str]
-    fidelity: str | None
+class Arm:
+    """One experiment's rows on one side of a comparison: value and run id per seed."""
+
+    experiment: str
+    values: dict[str, float]
+    run_ids: dict[str, str]
 
     @property
-    def diff(self) -> float:
-        return statistics.fmean(self.better) - statistics.fmean(self.worse)
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values.values())
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values.values()) if self.n >= 2 else None
+
+    def describe(self) -> str:
+        std = "" if self.std is None else f" ± {self.std:.3f}"
+        return f"{self.experiment or '?'} {self.mean:.3f}{std} (n={self.n}; seeds {','.join(sorted(self.values))})"
+
+
+@dataclass
+class Comparison:
+    """better − worse for one group of the claim's ``same`` columns and one pair of arms."""
+
+    key: tuple
+    better: Arm
+    worse: Arm | None          # None: a within-row claim (the worse side is a threshold or another column)
+    interval: stats.Interval
+    verdict: str
+    why: str
+    fidelity: str | None
+
+
+def _judged(row: dict) -> bool:
+    """Rows marked by ``mark_judged``; unmarked rows (synthetic tests) count when paper/reduced and committed."""
+    if "_judged" in row:
+        return bool(row["_judged"])
+    return row.get("fidelity") in ("paper", "reduced") and str(row.get("git_dirty")) not in ("True", "true", "1")
+
+
+def _row_id(row: dict) -> str:
+    return row.get("run_id") or f"{os.path.basename(row.get('_file', '?'))}:{row.get('_line')}"
+
+
+def _arm_key(row: dict) -> str:
+    return str(row.get("experiment_config") or row.get("experiment") or "")
+
+
+def _add(arms: dict, row: dict, value: float) -> None:
+    """The latest row of a seed wins (a rerun of the same config replaces an earlier one)."""
+    arm = arms.setdefault(_arm_key(row), Arm(_arm_key(row), {}, {}))
+    seed = str(row.get("seed", ""))
+    arm.values[seed], arm.run_ids[seed] = value, _row_id(row)
+
+
+def compare_arms(better: Arm, worse: Arm, margin: float) -> tuple[stats.Interval, str, str]:
+    """Paired on the seeds both arms have (when at least 2), else Welch; then the verdict."""
+    common = sorted(set(better.values) & set(worse.values))
+    if len(common) >= 2:
+        interval = stats.paired_interval([better.values[s] for s in common], [worse.values[s] for s in common])
+    else:
+        interval = stats.welch_interval(list(better.values.values()), list(worse.values.values()))
+    word, why = stats.verdict(interval, margin)
+    if len(common) >= 2 and len(common) < max(better.n, worse.n):
+        why += f" (paired on the {len(common)} shared seeds)"
+    return interval, word, why
 
 
 @dataclass
 class ClaimResult:
     claim: Claim
-    groups: list[ClaimGroup]
+    comparisons: list[Comparison]
 
-    def held(self, group: ClaimGroup) -> bool:
-        return group.diff >= self.claim.margin - 1e-9
-
-    def enforced(self, group: ClaimGroup) -> bool:
+    def enforced(self, comparison: Comparison) -> bool:
         if self.claim.enforce is not None:
             return self.claim.enforce
-        return group.fidelity == "paper"
+        return comparison.fidelity == "paper"
 
     @property
     def status(self) -> str:
+        """qualitative / not tested / held (every comparison held) / not held (none held, one or more not held) /
+        inconclusive (anything else)."""
         if self.claim.metric is None:
-            return "qualitative (no row comparison)"
-        if not self.groups:
+            return "qualitative"
+        if not self.comparisons:
             return "not tested"
-        held = [self.held(g) for g in self.groups]
-        return "held" if all(held) else ("not held" if not any(held) else "mixed")
+        words = {c.verdict for c in self.comparisons}
+        if words == {stats.HELD}:
+            return stats.HELD
+        if stats.NOT_HELD in words and stats.HELD not in words:
+            return stats.NOT_HELD
+        return stats.INCONCLUSIVE
 
     def evidence(self) -> list[str]:
         out = []
-        for g in self.groups:
-            label = ", ".join(f"{k}={v}" for k, v in zip(self.claim.same, g.key)) or "all rows"
-            out.append(f"{label}: better {statistics.fmean(g.better):.3f} (n={len(g.better)}; "
-                       f"{' '.join(g.better_ids)}) − worse {statistics.fmean(g.worse):.3f} (n={len(g.worse)}; "
-                       f"{' '.join(g.worse_ids)}) = {g.diff:+.3f} vs margin {self.claim.margin:+.3f} -> "
-                       f"{'held' if self.held(g) else 'NOT held'}")
+        for c in self.comparisons:
+            label = ", ".join(f"{k}={v}" for k, v in zip(self.claim.same, c.key)) or "all rows"
+            worse = c.worse.describe() if c.worse is not None else "threshold"
+            iv = c.interval
+            out.append(f"{label}: better {c.better.describe()} vs worse {worse}: difference {iv.diff:+.3f}, 95% CI "
+                       f"[{iv.low:+.3f}, {iv.high:+.3f}] ({iv.test}) vs margin {self.claim.margin:+g} -> "
+                       f"{c.verdict}: {c.why}")
         return out
 
 
 def evaluate_claim(claim: Claim, rows: list[dict], conv: Conventions | None = None) -> ClaimResult:
-    """Group rows by the claim's ``same`` fields, average seeds per side, compare with the margin.
-
-    Only ``paper`` and ``reduced`` rows take part (``smoke``/``adhoc`` rows are never judged), and only rows of
-    the claim's own paper unless a side names ``paper`` itself (another paper's baseline of the same model is a
-    different recipe: pooling it would compare unlike things)."""
+    """Judge ``claim`` on the judged rows of its own paper (unless a side names ``paper`` itself: another paper's
+    baseline of the same model is a different recipe, pooling it would compare unlike things)."""
     if claim.metric is None:
-        return ClaimResult(claim=claim, groups=[])
+        return ClaimResult(claim=claim, comparisons=[])
     if claim.within_row is not None:
         return _evaluate_within_row(claim, rows, conv)
     better = claim.better if "paper" in claim.better else {**claim.better, "paper": claim.paper}
     worse = claim.worse if "paper" in claim.worse else {**claim.worse, "paper": claim.paper}
     groups: dict[tuple, dict] = {}
     for row in rows:
-        if row.get("fidelity") not in ("paper", "reduced"):
+        if not _judged(row):
             continue
         side = "better" if _matches(row, better) else ("worse" if _matches(row, worse) else None)
-        if side is None:
-            continue
-        v = row_value(row, claim.metric, conv)
+        v = None if side is None else row_value(row, claim.metric, conv)
         if v is None:
             continue
         key = tuple(row.get(f, "") if not f.startswith("extra.") else (row.get("extra") or {}).get(f[6:])
                     for f in claim.same)
-        g = groups.setdefault(key, {"better": [], "worse": [], "better_ids": [], "worse_ids": [], "fid": set()})
-        g[side].append(v)
-        g[side + "_ids"].append(row.get("run_id") or f"{os.path.basename(row.get('_file', '?'))}:{row.get('_line')}")
+        g = groups.setdefault(key, {"better": {}, "worse": {}, "fid": set()})
+        _add(g[side], row, v)
         g["fid"].add(row.get("fidelity"))
     out = []
     for key, g in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        if g["better"] and g["worse"]:
-            fid = g["fid"].pop() if len(g["fid"]) == 1 else None
-            out.append(ClaimGroup(key=key, better=g["better"], worse=g["worse"], better_ids=g["better_ids"],
-                                  worse_ids=g["worse_ids"], fidelity=fid))
-    return ClaimResult(claim=claim, groups=out)
+        fid = next(iter(g["fid"])) if len(g["fid"]) == 1 else None
+        for b in g["better"].values():
+            for w in g["worse"].values():
+                interval, word, why = compare_arms(b, w, claim.margin)
+                out.append(Comparison(key=key, better=b, worse=w, interval=interval, verdict=word, why=why,
+                                      fidelity=fid))
+    return ClaimResult(claim=claim, comparisons=out)
 
 
 def _evaluate_within_row(claim: Claim, rows: list[dict], conv: Conventions | None) -> ClaimResult:
-    """One group per matching row: ``metric >= min`` (worse side = the threshold), or
-    ``metric - other >= margin`` (worse side = the row's ``other`` value)."""
-    out = []
+    """Per experiment: each row's ``metric − min`` (or ``metric − other``) over seeds, one-sample t against the
+    margin (0 with ``min``)."""
     better = claim.better if "paper" in claim.better else {**claim.better, "paper": claim.paper}
+    arms: dict[str, Arm] = {}
+    fids: dict[str, set] = {}
+    other = claim.within_row["other"]
     for row in rows:
-        if row.get("fidelity") not in ("paper", "reduced") or not _matches(row, better):
+        if not _judged(row) or not _matches(row, better):
             continue
         v = row_value(row, claim.metric, conv)
-        other = claim.within_row["other"]
         w = float(claim.within_row["min"]) if other is None else row_value(row, other, conv)
         if v is None or w is None:
             continue
-        rid = row.get("run_id") or f"{os.path.basename(row.get('_file', '?'))}:{row.get('_line')}"
-        out.append(ClaimGroup(key=(rid,), better=[v], worse=[w], better_ids=[rid],
-                              worse_ids=["threshold" if other is None else other], fidelity=row.get("fidelity")))
-    return ClaimResult(claim=claim, groups=out)
+        _add(arms, row, v - w)
+        fids.setdefault(_arm_key(row), set()).add(row.get("fidelity"))
+    out = []
+    for name, arm in sorted(arms.items()):
+        interval = stats.one_sample_interval(list(arm.values.values()), 0.0)
+        word, why = stats.verdict(interval, claim.margin)
+        fid = next(iter(fids[name])) if len(fids[name]) == 1 else None
+        out.append(Comparison(key=(name,), better=arm, worse=None, interval=interval, verdict=word, why=why,
+                              fidelity=fid))
+    return ClaimResult(claim=claim, comparisons=out)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 
@@ -81,3 +83,68 @@ def method_status(method: str | None, conf_dir: str | os.PathLike = ROOT / "conf
     with open(path) as f:
         raw = yaml.safe_load(f) or {}
     return "pending" if raw.get("implemented") is False else "implemented"
+
+
+def experiment_names(conf_dir: str | os.PathLike = ROOT / "conf") -> list[str]:
+    """``<group>/<name>`` of every experiment file (what ``experiment=`` takes)."""
+    base = os.path.join(str(conf_dir), "experiment")
+    return sorted(os.path.relpath(p, base)[:-len(".yaml")]
+                  for p in glob.glob(os.path.join(base, "**", "*.yaml"), recursive=True))
+
+
+def experiment_hashes(names, conf_dir: str | os.PathLike = ROOT / "conf") -> dict[str, str]:
+    """Config hash (``engine.provenance.config_hash``) of each named experiment file composed exactly as
+    ``train.py experiment=<name>`` composes it; a missing file maps to ``"missing"``, a file that does not compose
+    to ``"error: <why>"``. Composing is slow (~0.3 s a file), so hashes are kept in ``.cache/`` keyed by a digest
+    of every file under ``conf_dir``."""
+    conf_dir = os.path.abspath(str(conf_dir))
+    cache_path = os.path.join(ROOT, ".cache", f"experiment_hashes-{_conf_digest(conf_dir)}.json")
+    cached = {}
+    if os.path.exists(cache_path):
+        with open(cache_path) as f:
+            cached = json.load(f)
+    todo = sorted({n for n in names if n and n not in cached})
+    if todo:
+        cached.update(_compose_hashes(todo, conf_dir))
+        os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+        tmp = f"{cache_path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(cached, f, sort_keys=True)
+        os.replace(tmp, cache_path)
+    return {n: cached[n] for n in names if n}
+
+
+def _conf_digest(conf_dir: str) -> str:
+    h = hashlib.sha1()
+    for path in sorted(glob.glob(os.path.join(conf_dir, "**", "*.yaml"), recursive=True)):
+        h.update(os.path.relpath(path, conf_dir).encode())
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def _compose_hashes(names: list[str], conf_dir: str) -> dict[str, str]:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from engine.provenance import config_hash
+
+    gh = GlobalHydra.instance()
+    saved = gh.hydra if gh.is_initialized() else None
+    gh.clear()
+    out = {}
+    try:
+        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+            for name in names:
+                if not os.path.exists(os.path.join(conf_dir, "experiment", f"{name}.yaml")):
+                    out[name] = "missing"
+                    continue
+                try:
+                    out[name] = config_hash(compose(config_name="config", overrides=[f"experiment={name}"]))
+                except Exception as e:   # noqa: BLE001 - reported per file, the others still hash
+                    out[name] = f"error: {str(e).splitlines()[0]}"
+    finally:
+        GlobalHydra.instance().clear()
+        if saved is not None:
+            GlobalHydra.instance().initialize(saved)
+    return out

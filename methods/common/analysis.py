@@ -168,11 +168,11 @@ def analysis_row(cfg, model: nn.Module, input_shape: tuple, device: torch.device
     """A results row (engine.runner.result_row provenance) for an analysed model: its complexity is
     measured, ``fields`` (method, variant, top1, extra, ...) override the defaults."""
     from engine.complexity import measure
-    from engine.runner import result_row
+    from engine.runner import Launch, result_row
 
     metrics = {**measure(model, input_shape).summary(), "steps": 0, "epochs": 0, "wall_time_s": round(wall, 2)}
     metrics.update({k: fields.pop(k) for k in list(fields) if k in ("top1", "top5", "extra")})
-    row = result_row(cfg, metrics, device, 1)
+    row = result_row(cfg, metrics, device, 1, Launch.of(cfg))
     row.update(fields)
     return row
 
@@ -227,7 +227,10 @@ def cli(argv: list[str] | None = None) -> dict:
 
     from hydra import compose, initialize_config_dir
 
+    from engine.provenance import Invocation
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    Invocation.from_overrides(argv).declare()
     conf = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "conf")
     with initialize_config_dir(config_dir=conf, version_base="1.3"):
         cfg = compose(config_name="config", overrides=argv)
