@@ -19,10 +19,15 @@ Equations (each is a function below, named as in the note's "Algorithm" section)
   bilinear resize to the input, min-max scaling (``methods.common.cam.upsample_maps``).
 - ``linear_part`` — the key identity (Eq. 5 per the official ``Proof_verify.py``): for a network that
   is piecewise linear after the target layer, S_c(A) = sum_k sum_ij dS_c/dA_k(i,j) A_k(i,j) + eps_b,
-  eps_b = sum over downstream biases of (dS_c/db) b. We get eps_b as S_c - linear_part.
+  eps_b = sum over downstream biases and eval-BN shifts of (dS_c/db) b, measured on its own from the gradients
+  at the downstream modules' outputs (``methods.common.cam.downstream_bias_term``), so the identity is a test:
+  ``identity_residual`` = |S_c - linear part - eps_b| / |S_c| is ~0 only where the network after the layer is
+  piecewise linear.
 - ``conservation_error`` — Conservation axiom S_c(A) = sum_ij M_c(i,j); per image
   |S_c - sum_ij M_c| / |S_c| on the pre-ReLU, pre-resize map (the note's proposed measure), plus the
-  same against the linear part (bias term removed), which XGrad-CAM meets by construction.
+  same against S_c - eps_b (the independently measured bias term removed): XGrad-CAM's map sums to the linear
+  part, so this error is ~0 exactly where the identity holds, and grows where the network is not
+  piecewise linear downstream of the layer.
 - ``sensitivity_error`` — Sensitivity axiom S_c(A) - S_c(A with A_k := 0) = alpha_k sum_ij A_k(i,j);
   per image mean_k |drop_k - alpha_k sum_ij A_k| / |S_c|, and the Pearson correlation over k of the
   two sides (the note's "Small-scale signal" (b)).
@@ -43,7 +48,7 @@ import torch.nn as nn
 
 from methods import Method, register_method
 from methods.common.analysis import save_small_png
-from methods.common.cam import (default_layer, deletion_insertion, logits_with_each_channel_zeroed,
+from methods.common.cam import (default_layer, deletion_insertion, downstream_bias_term, logits_with_each_channel_zeroed,
                                 scores_and_taps, upsample_maps)
 
 TARGETS = ("predicted", "label")
@@ -170,15 +175,17 @@ def cam_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: list[
             if acts.dim() != 4:
                 raise ValueError(f"layer '{layer}' output has shape {tuple(acts.shape)}; CAMs need (B, K, H, W)")
             lin = linear_part(acts, grads)
+            bias_term = downstream_bias_term(model, xb, layer, cls)
             drops = channel_drops(model, xb[:n_sens], layer, cls[:n_sens], acts.shape[1]) if n_sens else None
             for method in methods:
                 key = (method, layer)
                 wts = cam_weights(method, acts, grads, eps)
                 cam = cam_map(wts, acts)
                 add(key, "score", score)
-                add(key, "bias_term", score - lin)
+                add(key, "bias_term", bias_term)
+                add(key, "identity_residual", (score - lin - bias_term).abs() / score.abs().clamp_min(1e-12))
                 add(key, "conservation_error", conservation_error(score, cam))
-                add(key, "conservation_error_linear", conservation_error(score, cam, reference=lin))
+                add(key, "conservation_error_linear", conservation_error(score, cam, reference=score - bias_term))
                 add(key, "negative_act_share", (acts < 0).flatten(1).float().mean(1))
                 if drops is not None:
                     add(key, "sensitivity_error", sensitivity_error(score[:n_sens], wts[:n_sens], acts[:n_sens], drops))

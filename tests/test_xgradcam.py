@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from methods.common.cam import (LayerTaps, auc, channel_mask, default_layer, deletion_insertion, get_module,
+from methods.common.cam import (LayerTaps, auc, channel_mask, default_layer, deletion_insertion, downstream_bias_term,
+                                get_module,
                                 logits_with_each_channel_zeroed, reuse_upstream, scores_and_taps, upsample_maps)
 from methods.xgradcam import (cam_map, cam_scores, cam_weights, channel_drops, conservation_error, gradcam_weights,
                               gradcampp_weights, linear_part, sensitivity_error, summarize, xgradcam_weights)
@@ -102,6 +103,41 @@ def test_conservation_holds_for_xgradcam_on_bias_free_piecewise_linear_head():
     err = conservation_error(score, cam_map(xgradcam_weights(acts, grads, eps=0.0), acts), linear_part(acts, grads))
     assert err.max().item() < 1e-10
     assert (score - linear_part(acts, grads)).abs().max().item() > 1e-3   # the bias term is really there
+
+
+def _conv_head(nonlinearity: nn.Module) -> nn.Module:
+    """layer "0" (ReLU on the input) -> conv with bias -> eval BN with non-trivial statistics -> ``nonlinearity``
+    -> GAP -> linear with bias."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.ReLU(), nn.Conv2d(8, 6, 3, padding=1), nn.BatchNorm2d(6), nonlinearity,
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4)).double()
+    with torch.no_grad():
+        net[2].running_mean.uniform_(-0.5, 0.5)
+        net[2].running_var.uniform_(0.5, 2.0)
+        net[2].weight.uniform_(0.5, 1.5)
+        net[2].bias.uniform_(-0.5, 0.5)
+    return net.eval()
+
+
+def _xgradcam_linear_conservation(net: nn.Module):
+    x = torch.randn(6, 8, 5, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    logits, cls, taps = scores_and_taps(net, x, ["0"])
+    score, acts, grads = logits.gather(1, cls[:, None])[:, 0], taps.acts["0"], taps.grads["0"]
+    bias_term = downstream_bias_term(net, x, "0", cls)
+    cam = cam_map(xgradcam_weights(acts, grads, eps=0.0), acts)
+    return bias_term, conservation_error(score, cam, reference=score - bias_term)
+
+
+@pytest.mark.golden
+def test_downstream_bias_term_is_measured_not_defined():
+    """The bias term comes from the downstream biases and BN shifts: on a piecewise-linear head it equals
+    S - Σ dS/dA·A (so XGrad-CAM conserves the linear part); with a smooth nonlinearity downstream it does not,
+    and the conservation test fails, as it must."""
+    bias_term, err = _xgradcam_linear_conservation(_conv_head(nn.ReLU()))
+    assert bias_term.abs().min().item() > 1e-3          # a real, nonzero term
+    assert err.max().item() < 1e-10
+    _, err_smooth = _xgradcam_linear_conservation(_conv_head(nn.Softplus()))
+    assert err_smooth.mean().item() > 1e-2
 
 
 @pytest.mark.golden

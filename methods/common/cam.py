@@ -127,6 +127,62 @@ def scores_and_taps(model: nn.Module, x: torch.Tensor, layers: Sequence[str], ta
     return logits.detach(), cls, taps
 
 
+def _effective_bias(module: nn.Module) -> torch.Tensor | None:
+    """The additive term a module puts on its output: conv/linear bias; eval-mode BN's β − γ·μ/σ."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if module.running_mean is None:
+            return module.bias
+        scale = (module.weight if module.weight is not None else 1.0) / (module.running_var + module.eps).sqrt()
+        shift = -module.running_mean * scale
+        return shift + module.bias if module.bias is not None else shift
+    bias = getattr(module, "bias", None)
+    return bias if isinstance(bias, torch.Tensor) else None
+
+
+def downstream_bias_term(model: nn.Module, x: torch.Tensor, layer: str, cls: torch.Tensor) -> torch.Tensor:
+    """Σ over the modules that run after ``layer`` of Σ_c (dS/db_c)·b_c per image (b: conv/linear biases and
+    eval-mode BN shifts), measured from the gradients at those modules' outputs, independently of ``layer``'s
+    own activations and gradients.
+
+    For a network that is piecewise linear after ``layer`` (ReLU, max-pool, eval BN, conv, linear, average
+    pooling), S = Σ dS/dA·A + this term exactly; any other downstream nonlinearity breaks the identity.
+    """
+    order, outputs, end = [], {}, {}
+
+    def pre(module, _inp):
+        order.append(module)
+
+    def post(module, _inp, out):
+        if module is target:
+            end["index"] = len(order)
+        elif isinstance(out, torch.Tensor) and out.requires_grad and _effective_bias(module) is not None:
+            out.retain_grad()
+            outputs[module] = out
+
+    target = get_module(model, layer)
+    leaves = [m for m in model.modules() if not list(m.children()) or m is target]
+    handles = [m.register_forward_pre_hook(pre) for m in leaves] + [m.register_forward_hook(post) for m in leaves]
+    try:
+        model.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            logits = model(x.detach().requires_grad_(True))
+            logits.gather(1, cls[:, None].to(logits.device)).sum().backward()
+    finally:
+        for h in handles:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+    if "index" not in end:
+        raise RuntimeError(f"layer '{layer}' did not run in the forward pass")
+    downstream = {m for m in order[end["index"]:]}
+    term = torch.zeros(x.shape[0], device=x.device)
+    for module, out in outputs.items():
+        if module not in downstream or out.grad is None:
+            continue
+        grad = out.grad.flatten(2).sum(2) if out.dim() > 2 else out.grad     # (B, C): dS/db per image
+        term = term + (grad * _effective_bias(module).detach()).sum(1)
+    return term
+
+
 # ---- ablating channels ---------------------------------------------------------------------------
 @contextmanager
 def channel_mask(model: nn.Module, layer: str, mask: torch.Tensor | None):
