@@ -59,6 +59,7 @@ class Judgement:
     fidelity: str
     values: list[float]            # ours, in the reference's unit
     run_ids: list[str]
+    experiment: str | None = None  # the recipe (experiment file) judged; None: all recipes citing the entry
 
     @property
     def n(self) -> int:
@@ -86,9 +87,9 @@ class Judgement:
                 and abs(value - self.metric.value) <= self.band + 1e-9)
 
     @property
-    def known_gap(self) -> bool:
-        gap = self.entry.known_gap
-        return gap is not None and self.metric.name in gap.metrics
+    def known_gap(self) -> str | None:
+        """The entry's known-gap reason when it names this metric (a gap explains only the metrics it names)."""
+        return self.entry.gap(self.metric.name)
 
     @property
     def status(self) -> str:
@@ -101,7 +102,7 @@ class Judgement:
         if self.band is None:
             return "informational"
         if self.within(self.mean):
-            if self.entry.evidence == "recount":
+            if self.entry.evidence_of(self.experiment) == "recount":
                 return "recounted"
             return "reproduced" if self.entry.verified else "in band"
         return "known gap" if self.known_gap else "out of band"
@@ -132,4 +133,4 @@ def judge_metric(entry: Entry, metric: Metric, rows: list[dict], fidelity: str, 
             continue
         values.append(v / metric.scale if metric.name in COMPLEXITY_METRICS else v)
         ids.append(row.get("run_id") or f"{os.path.basename(row.get('_file', '?'))}:{row.get('_line', '?')}")
-    return Judgement(entry=entry, metric=metric, fidelity=fidelity, values=values, run_ids=ids)
+    return Judgement(entry=entry, metric=metric, fidelity=fidelity, values=values, run_ids=ids, experiment=experiment)
