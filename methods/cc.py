@@ -14,14 +14,28 @@ Stage 1, Global Compression Rate Optimization (``unit_importance``, ``sensitivit
   m normalised by its max; fit m ~ p1 exp(p2 c) by least squares on log m with weights sqrt(m);
   R_l(lambda) = F_l / p2_l * ln(lambda / (p1_l p2_l)) clipped to [0, 0.95 F_l], sum_l R_l = com_ratio * F_total
   (equal marginal sensitivity dm_l/dc_l = lambda across unclipped layers).
+  ``curve``: ``official`` (default; liuguoyou/...-Collaborative-Compression utils/models.py cal_compress_ratio,
+  ``sensitivity_curve_official`` + ``fit_exponential_official``): the curve is ALWAYS the joint pruning + TD one,
+  whatever ``com_ops`` (the ablations change Stage 2 only); a rank removal re-SVDs the current weight and
+  zeroes the tracked singular value; c uses the decomposed-form MACs as soon as one rank is removed (negative
+  c dropped), rank count min(C_out, C_in k_h) (the code's shape[1:3]); the fit is sklearn's weighted least
+  squares on log(m + 1e-10) with sample weights sqrt(m) (weights on squared residuals). ``legacy`` (ours before
+  issue 15, the old rows): the cheaper-form c, np.polyfit with w = sqrt(m) (= weights m on squared residuals),
+  and for a single-op ablation a curve of that unit type only.
 Stage 2, multi-step heuristic (``score_units``, ``compress_layer``): until the layer's removed MACs >= R_l, score
 every available unit k by  B_k + gamma F_k  with
   B_k = sum (g * (W_k - W0))^2,
   F_k = sum[(g * (W_k - W0))^2 - 4/(n-1) g^2 * (W_k - W0) * W_k] + 1/(n-1) sum[(g * W_k)^2 + g^2 * M_k],
   (n remaining units, M_k = sum_r sigma_r^2 (u_r * u_r)(v_r * v_r)^T of W_k) and remove the ``interval`` =
-  max(1, int(0.01 (C_in + rank))) lowest; then build the layer (methods/common/decomposition.LowRankConv2d:
+  max(1, int(0.01 (C_in + rank))) lowest (M_k of a channel removal from the SVD of W with that channel
+  zeroed, as cal_metric does; ``channel_forward: approx`` reuses the current SVD factors); then build the layer (methods/common/decomposition.LowRankConv2d:
   input-channel selection -> k x k conv (C_in - p -> r) -> 1x1 conv (r -> C_out)) and fine-tune the network
   (gradient clipping at max-norm 1, as in the official loop).
+Accounting (``official_accounting``): the official counter (measure_flop_model) credits a pruned block conv2's
+input channels to the block's conv1 (conv1 MACs x kept/C_in of conv2, as if conv1 had shrunk) and counts conv2
+at the BLOCK INPUT's resolution (4x in the two downsampling blocks of a CIFAR ResNet); our row's ``macs`` is the
+strict count of the built model (conv1 still computes every channel). Both are in the row (``macs_official``).
+Golden: tests/golden/cc/ (the official functions on a 3-layer net).
 """
 from __future__ import annotations
 
@@ -38,7 +52,10 @@ from methods import Method, RunContext, Stage, register_method
 from methods.common.decomposition import LowRankConv2d, conv_io_sizes, set_submodule
 
 ALLOWED_KEYS = {"name", "family", "com_ratio", "com_ops", "com_gamma", "max_layer_ratio", "grad_batches",
-                "clip_grad_norm", "eval_compression", "eval_limit_batches", "stages", "seed"}
+                "clip_grad_norm", "eval_compression", "eval_limit_batches", "stages", "seed", "curve",
+                "channel_forward"}
+CURVES = ("official", "legacy")
+CHANNEL_FORWARD = ("official", "approx")
 OPS = ("pruning", "td")
 
 
@@ -51,6 +68,7 @@ class LayerGeom:
     c_in: int
     k2: int
     hw: int          # output spatial size H_out * W_out
+    in_hw: int | None = None   # input spatial size H_in * W_in (the official counter's block-input resolution)
 
     def dense_macs(self) -> int:
         return self.c_in * self.k2 * self.c_out * self.hw
@@ -122,6 +140,71 @@ def fit_exponential(c: np.ndarray, m: np.ndarray) -> tuple[float, float]:
     return float(np.exp(logp1)), float(max(p2, 1e-6))
 
 
+def official_rank_count(geom: LayerGeom) -> int:
+    """The official code's rank count min(C_out, C_in * k_h) (``reduce(mul, weight.shape[1:3])``); equal to the
+    true min(C_out, C_in k^2) whenever C_out <= C_in k_h, as in every block conv of the supported nets."""
+    kh = int(round(math.sqrt(geom.k2)))
+    return min(geom.c_out, geom.c_in * kh)
+
+
+def sensitivity_curve_official(w: torch.Tensor, g: torch.Tensor, geom: LayerGeom) -> tuple[np.ndarray, np.ndarray]:
+    """cal_compress_ratio's curve: joint units sorted by one-shot importance, removed cumulatively (a rank removal
+    re-SVDs the current weight and zeroes the tracked index), c by the pruned or decomposed MACs formula, points
+    sorted by c, c > 0 kept, m / max(m)."""
+    c_out, k2 = geom.c_out, geom.k2
+    w = w.double()
+    wm, gm = w.reshape(c_out, -1), g.double().reshape(c_out, -1)
+    rank_num = official_rank_count(geom)
+    units = [("pruning", j, float((gm.reshape(c_out, -1, k2)[:, j] * wm.reshape(c_out, -1, k2)[:, j]).pow(2).sum()))
+             for j in range(geom.c_in)]
+    u, s, vh = torch.linalg.svd(wm, full_matrices=False)
+    for j in range(rank_num):
+        s2 = s.clone()
+        s2[j] = 0
+        units.append(("td", j, float((gm * ((u * s2) @ vh - wm)).pow(2).sum())))
+    units.sort(key=lambda x: x[2])                          # Python's stable sort, as the official code
+    now = wm.clone()
+    ez = cz = 0
+    idx = list(range(rank_num))
+    dense = geom.dense_macs()
+    metrics, crs = [], []
+    for kind, j, _ in units:
+        if kind == "pruning":
+            now = now.reshape(c_out, -1, k2).clone()
+            now[:, j] = 0
+            now = now.reshape(c_out, -1)
+            cz += 1
+        else:
+            u, s, vh = torch.linalg.svd(now, full_matrices=False)
+            s = s.clone()
+            s[idx[j]] = 0
+            for k in range(j + 1, rank_num):
+                idx[k] -= 1
+            now = (u * s) @ vh
+            ez += 1
+        metrics.append(float((gm * (now - wm)).pow(2).sum()))
+        if ez == 0:
+            macs = (geom.c_in - cz) * k2 * c_out * geom.hw
+        else:
+            macs = ((geom.c_in - cz) * k2 * (rank_num - ez) + (rank_num - ez) * c_out) * geom.hw
+        crs.append((dense - macs) / dense)
+    order = np.argsort(crs)
+    c, m = np.sort(np.asarray(crs)), np.asarray(metrics)[order]
+    m, c = m[c > 0], c[c > 0]
+    return c, m / np.max(m)
+
+
+def fit_exponential_official(c: np.ndarray, m: np.ndarray) -> tuple[float, float]:
+    """sklearn LinearRegression().fit(c, log(m + 1e-10), sample_weight=sqrt(m)) in closed form: p2 the slope,
+    p1 = exp(intercept). (p2 floored at 1e-6 as in ``fit_exponential``: R_l needs p2 > 0.)"""
+    y, wt = np.log(m + 1e-10), np.sqrt(m)
+    if (wt > 0).sum() < 2:
+        raise ValueError("sensitivity curve has fewer than two usable points; cannot fit m = p1 exp(p2 c)")
+    xm, ym = np.average(c, weights=wt), np.average(y, weights=wt)
+    p2 = float(np.sum(wt * (c - xm) * (y - ym)) / np.sum(wt * (c - xm) ** 2))
+    return float(np.exp(ym - p2 * xm)), max(p2, 1e-6)
+
+
 def removed_macs(lam: float, p1: float, p2: float, f_l: float, max_share: float) -> float:
     """R_l(lambda) = F_l / p2 ln(lambda / (p1 p2)), clipped to [0, max_share F_l]."""
     return float(np.clip(f_l / p2 * math.log(lam / (p1 * p2)), 0.0, max_share * f_l))
@@ -152,7 +235,7 @@ def solve_lambda(fits: dict[str, tuple[float, float]], flops: dict[str, float], 
 # Stage 2: multi-step heuristic compression of one layer
 # ---------------------------------------------------------------------------------------------------
 def score_units(wm: torch.Tensor, w0: torch.Tensor, gm: torch.Tensor, alive: torch.Tensor, r: int, k2: int,
-                gamma: float, ops: tuple[str, ...]):
+                gamma: float, ops: tuple[str, ...], exact_channel_m: bool = False):
     """Scores B_k + gamma F_k of every available unit: (channel scores (C_in,), rank scores (r,), U, S, Vh).
     Channel removals use the current SVD factors with the channel's rows of V zeroed for M_k (see module doc)."""
     c_out = wm.shape[0]
@@ -175,6 +258,13 @@ def score_units(wm: torch.Tensor, w0: torch.Tensor, gm: torch.Tensor, alive: tor
         gdw = tot_gdw - block(g2 * d * wm)
         gw2 = tot_gw2 - block(g2 * wm * wm)
         gm_ = tot_gm - block(g2 * M)
+        if exact_channel_m:                        # cal_metric: M_k from the SVD of W with channel j zeroed
+            gm_ = gm_.clone()
+            for j in torch.nonzero(alive).flatten().tolist():
+                wk = wm.reshape(c_out, -1, k2).clone()
+                wk[:, j] = 0
+                uk, sk, vk = torch.linalg.svd(wk.reshape(c_out, -1), full_matrices=False)
+                gm_[j] = (g2 * ((uk.pow(2) * sk.pow(2)[None]) @ vk.pow(2))).sum()
         f = gd2 - 4 * inv * gdw + inv * (gw2 + gm_)
         ch_scores = torch.where(alive, gd2 + gamma * f, ch_scores)
     rk_scores = torch.full((r,), float("inf"), dtype=wm.dtype)
@@ -194,7 +284,7 @@ def score_units(wm: torch.Tensor, w0: torch.Tensor, gm: torch.Tensor, alive: tor
 
 
 def compress_layer(w0: torch.Tensor, g: torch.Tensor, geom: LayerGeom, target_removed: float, gamma: float,
-                   ops: tuple[str, ...]) -> dict:
+                   ops: tuple[str, ...], exact_channel_m: bool = False) -> dict:
     """Remove the lowest-scoring units, ``interval`` at a time, until the removed MACs reach ``target_removed``.
     Returns {keep: kept input channels, rank: kept rank or None, weight: final (C_out, C_in, k, k), removed: MACs}."""
     c_out, k2 = geom.c_out, geom.k2
@@ -208,7 +298,7 @@ def compress_layer(w0: torch.Tensor, g: torch.Tensor, geom: LayerGeom, target_re
         return dense - layer_macs(geom, geom.c_in - int(alive.sum()), r if rank_removed else None)
 
     while removed() < target_removed:
-        ch_scores, rk_scores, u, s, vh = score_units(wm, w0m, gm, alive, r, k2, gamma, ops)
+        ch_scores, rk_scores, u, s, vh = score_units(wm, w0m, gm, alive, r, k2, gamma, ops, exact_channel_m)
         scores = torch.cat([ch_scores, rk_scores])
         if not torch.isfinite(scores).any():
             break                                    # nothing left to remove
@@ -294,6 +384,12 @@ class CollaborativeCompression(Method):
         if not 0 < ratio < 1:
             raise ValueError(f"method.com_ratio={ratio}: must be in (0, 1) (share of the network's MACs to remove)")
         self.ops, self.ratio = ops, ratio
+        self.curve = cfg.get("curve", "official")
+        if self.curve not in CURVES:
+            raise ValueError(f"method.curve={self.curve!r}; choose one of {CURVES}")
+        self.channel_forward = cfg.get("channel_forward", "official")
+        if self.channel_forward not in CHANNEL_FORWARD:
+            raise ValueError(f"method.channel_forward={self.channel_forward!r}; choose one of {CHANNEL_FORWARD}")
         self.plan: dict[str, dict] = {}
         self.compressed = False
         self.info: dict = {}
@@ -304,7 +400,8 @@ class CollaborativeCompression(Method):
         out = {}
         for n in names:
             m = model.get_submodule(n)
-            out[n] = LayerGeom(m.out_channels, m.in_channels, m.kernel_size[0] * m.kernel_size[1], math.prod(io[n][1]))
+            out[n] = LayerGeom(m.out_channels, m.in_channels, m.kernel_size[0] * m.kernel_size[1], math.prod(io[n][1]),
+                               math.prod(io[n][0]))
         return out
 
     def transform(self, model: nn.Module, ctx: RunContext) -> nn.Module:
@@ -325,15 +422,20 @@ class CollaborativeCompression(Method):
         for n, geom in self.geoms.items():
             w = model.get_submodule(n).weight.detach().double().cpu()
             g = grads[n].double().cpu()
-            c, m = sensitivity_curve(w, g, geom) if self.ops == OPS else self._single_op_curve(w, g, geom)
-            fits[n], flops[n] = fit_exponential(c, m), float(geom.dense_macs())
+            if self.curve == "official":
+                fits[n] = fit_exponential_official(*sensitivity_curve_official(w, g, geom))
+            else:
+                c, m = sensitivity_curve(w, g, geom) if self.ops == OPS else self._single_op_curve(w, g, geom)
+                fits[n] = fit_exponential(c, m)
+            flops[n] = float(geom.dense_macs())
         target = self.ratio * self.info["dense_macs"]
         lam, budgets = solve_lambda(fits, flops, target, float(self.cfg.get("max_layer_ratio", 0.95)))
         gamma = float(self.cfg.get("com_gamma", 0.9))
         removed_total = 0
         for n, geom in self.geoms.items():
             conv = model.get_submodule(n)
-            res = compress_layer(conv.weight.detach().cpu(), grads[n].cpu(), geom, budgets[n], gamma, self.ops)
+            res = compress_layer(conv.weight.detach().cpu(), grads[n].cpu(), geom, budgets[n], gamma, self.ops,
+                                 self.channel_forward == "official")
             src = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                             conv.dilation, bias=conv.bias is not None)
             with torch.no_grad():
@@ -348,6 +450,7 @@ class CollaborativeCompression(Method):
         self.compressed = True
         self.info.update(lam=lam, target_removed_macs=target, removed_macs_planned=sum(budgets.values()),
                          removed_macs=removed_total, layers=curves)
+        self.info.update(official_accounting(self.geoms, self.plan, self.info["dense_macs"] - removed_total))
         return model
 
     def _single_op_curve(self, w, g, geom):
@@ -396,6 +499,7 @@ class CollaborativeCompression(Method):
     def metrics(self, model: nn.Module) -> dict:
         out = {k: v for k, v in self.info.items()}
         out["com_ops"] = list(self.ops)
+        out["curve"], out["channel_forward"] = self.curve, self.channel_forward
         out["plan"] = {n: {"pruned": self.geoms[n].c_in - len(p["keep"]), "rank": p["rank"]} for n, p in self.plan.items()}
         return out
 
@@ -407,3 +511,26 @@ class CollaborativeCompression(Method):
         self.compressed = bool(state.get("compressed", False))
         self.plan = state.get("plan", {})
         self.info.update(state.get("info", {}))
+
+
+def official_accounting(geoms: dict[str, LayerGeom], plan: dict[str, dict], strict_macs: float) -> dict:
+    """The official counter's MACs (measure_flop_model with BasicBlock_Compress) from our strict count: for every
+    block whose conv2 lost input channels, conv1 is credited (its MACs x kept / C_in of conv2), and conv2 is
+    counted at the block input's resolution (conv2's MACs x (block-input H W / conv2 output H W))."""
+    def now(n):
+        geom, p = geoms[n], plan[n]
+        return layer_macs(geom, geom.c_in - len(p["keep"]), p["rank"])
+
+    credit = overcount = 0.0
+    for n2 in plan:
+        if not n2.endswith(".conv2"):
+            continue
+        n1 = n2[: -len("conv2")] + "conv1"
+        if n1 not in plan:
+            continue
+        g2 = geoms[n2]
+        credit += now(n1) * (1 - len(plan[n2]["keep"]) / g2.c_in)
+        block_in = geoms[n1].in_hw or g2.hw
+        overcount += now(n2) * (block_in / g2.hw - 1)
+    return {"macs_strict": float(strict_macs), "macs_official": float(strict_macs - credit + overcount),
+            "official_conv1_credit": float(credit), "official_conv2_resolution_overcount": float(overcount)}
