@@ -1,8 +1,5 @@
 """CC against the official code (tests/golden/cc/: liuguoyou/...-Collaborative-Compression utils/models.py run on
 a 3-layer net; the JSON header says how): Stage 1 curve, fit and rate solution, cal_metric, Stage 2, accounting."""
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -10,14 +7,15 @@ import torch
 from methods.cc import (LayerGeom, compress_layer, fit_exponential, fit_exponential_official, official_accounting,
                         score_units, sensitivity_curve, sensitivity_curve_official, solve_lambda)
 
+from tests.golden import load
+
 pytestmark = pytest.mark.golden
-GOLDEN = Path(__file__).parent / "golden" / "cc"
 
 
 @pytest.fixture(scope="module")
 def golden():
-    header = json.loads((GOLDEN / "stage1_stage2.json").read_text())
-    return torch.load(GOLDEN / header["file"])
+    header, data = load("cc", "stage1_stage2")
+    return data
 
 
 def _geoms(g):

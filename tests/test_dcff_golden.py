@@ -1,23 +1,21 @@
 """DCFF against the official code (tests/golden/dcff/, made by running lmbxmu/DCFF's own score/selection block
 and FuseConv2d on fixed filters; the JSON header says how): score, NaN -> keep-previous-scores, selection,
 temperature schedule, fusion and the fused forward."""
-import json
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn as nn
 
 from methods.dcff import FusedConv2d, importance_official, inter_similarity_official, temperature
 
+from tests.golden import load
+
 pytestmark = pytest.mark.golden
-GOLDEN = Path(__file__).parent / "golden" / "dcff"
 
 
 @pytest.fixture(scope="module")
 def golden():
-    header = json.loads((GOLDEN / "score_fusion.json").read_text())
-    return header, torch.load(GOLDEN / header["file"])
+    header, data = load("dcff", "score_fusion")
+    return header, data
 
 
 def _layer(g, rule):

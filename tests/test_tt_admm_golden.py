@@ -1,8 +1,5 @@
 """TT-ADMM against the official code (tests/golden/tt_admm/: miaoyin390/DNN-Compression-Tensor-ADMM's ADMM class
 driven in engines.py's order on a fixed conv; the JSON header says how): projection, Z/U order, penalty."""
-import json
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn as nn
@@ -12,15 +9,16 @@ from methods import RunContext, build_method
 from methods.common.decomposition import TTSpec, tt_project
 from methods.tt_admm import admm_penalty
 
+from tests.golden import load
+
 pytestmark = pytest.mark.golden
-GOLDEN = Path(__file__).parent / "golden" / "tt_admm"
 TOL = dict(atol=2e-5, rtol=0)
 
 
 @pytest.fixture(scope="module")
 def golden():
-    header = json.loads((GOLDEN / "admm_updates.json").read_text())
-    return torch.load(GOLDEN / header["file"])
+    header, data = load("tt_admm", "admm_updates")
+    return data
 
 
 def _spec(g):

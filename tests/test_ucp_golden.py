@@ -1,8 +1,5 @@
 """UCP against the official code (tests/golden/ucp/: JingfeiChang/UCP's SELayer and the threshold / top-k blocks
 of its prune scripts on fixed inputs; the JSON header says how), and the official gate placement."""
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -10,14 +7,15 @@ from methods.ucp import SEGate, score_targets, threshold_count
 from methods.common.channel_pruning import top_k
 from models import build_model
 
+from tests.golden import load
+
 pytestmark = pytest.mark.golden
-GOLDEN = Path(__file__).parent / "golden" / "ucp"
 
 
 @pytest.fixture(scope="module")
 def golden():
-    header = json.loads((GOLDEN / "mseb_selection.json").read_text())
-    return torch.load(GOLDEN / header["file"])
+    header, data = load("ucp", "mseb_selection")
+    return data
 
 
 def _gate(rec, c):
