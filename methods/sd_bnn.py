@@ -134,17 +134,59 @@ class SDBNN(BinaryMethod):
                                         init=str(asd.get("init", "official")))
 
     def on_stage_start(self, stage: Stage, model: nn.Module, ctx: RunContext) -> nn.Module:
-        model = super().on_stage_start(stage, model, ctx)
         if "wsd" in stage.params:
             for m in model.modules():
                 if isinstance(m, WSD):
                     m.enabled = bool(stage.params["wsd"])
-        return model
+        return super().on_stage_start(stage, model, ctx)
+
+    # ---- mechanism signals: does beta vary across samples, does alpha move ------------------------------
+    def loss(self, model, inputs, outputs, targets, task_loss):
+        self._probe_inputs = inputs          # a reference only (no copy, no sync); read at epoch end
+        return task_loss
+
+    @torch.no_grad()
+    def beta_stats(self, model: nn.Module, inputs: torch.Tensor) -> dict:
+        """ASD's beta on ``inputs`` (eval mode, BN statistics untouched): mean, std across samples (averaged over
+        channels and layers) and std across channels (averaged over samples and layers)."""
+        betas, hooks = [], []
+        for a in (m for m in model.modules() if isinstance(m, ASD)):
+            hooks.append(a.register_forward_pre_hook(lambda mod, inp: betas.append(mod.beta(inp[0]).float())))
+        was = model.training
+        model.eval()
+        try:
+            model(inputs)
+        finally:
+            model.train(was)
+            for h in hooks:
+                h.remove()
+        if not betas:
+            return {}
+        return {"asd_beta_mean": float(torch.stack([b.mean() for b in betas]).mean()),
+                "asd_beta_std_samples": float(torch.stack([b.std(dim=0).mean() for b in betas]).mean()),
+                "asd_beta_std_channels": float(torch.stack([b.std(dim=1).mean() for b in betas]).mean())}
+
+    def on_epoch_end(self, model: nn.Module, epoch: int, ctx: RunContext) -> None:
+        super().on_epoch_end(model, epoch, ctx)
+        inputs = getattr(self, "_probe_inputs", None)
+        if inputs is not None:
+            self._beta = self.beta_stats(model, inputs)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "beta": getattr(self, "_beta", {})}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self._beta = dict(state.get("beta") or {})
 
     def metrics(self, model: nn.Module) -> dict:
         out = super().metrics(model)
         alphas = [m.alpha.detach() for m in model.modules() if isinstance(m, WSD)]
         if alphas:
-            out["wsd_sigmoid_alpha_mean"] = float(torch.sigmoid(torch.cat(alphas)).mean())
+            alpha = torch.cat(alphas)
+            out["wsd_sigmoid_alpha_mean"] = float(torch.sigmoid(alpha).mean())
+            out["wsd_alpha_std"] = float(alpha.std())
+            out["wsd_alpha_abs_max"] = float(alpha.abs().max())
         out["asd_modules"] = sum(isinstance(m, ASD) for m in model.modules())
+        out.update(getattr(self, "_beta", {}))       # beta spread on the last training batch, at the last epoch end
         return out

@@ -59,9 +59,9 @@ def surrogate_grad(estimator: str, x: torch.Tensor, k: torch.Tensor, t: torch.Te
         return torch.ones_like(x)
     if estimator == "clipped":
         return (x.abs() <= 1).to(x.dtype)
-    if estimator == "approx":      # Bi-Real ApproxSign: derivative of the piecewise quadratic 2x -+ x^2 on [-1, 1)
-        grad = torch.where(x < 0, 2 + 2 * x, 2 - 2 * x)
-        return torch.where((x >= -1) & (x < 1), grad, torch.zeros_like(grad))
+    if estimator == "approx":      # Bi-Real ApproxSign: derivative of the piecewise quadratic 2x -+ x^2 on [-1, 1):
+        # 2 + 2x on [-1, 0), 2 - 2x on [0, 1), 0 elsewhere == max(0, 2 - 2|x|) (both ends give 0)
+        return (2 - 2 * x.abs()).clamp_(min=0)
     if estimator == "ede":         # IR-Net Error Decay Estimator
         return k * t * (1 - torch.tanh(x * t) ** 2)
     raise ValueError(f"unknown binary estimator {estimator!r}; allowed: {', '.join(ESTIMATORS)}")

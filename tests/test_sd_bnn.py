@@ -160,3 +160,28 @@ def test_imagenet_stem_is_conv_bn_maxpool():
     _, model, _ = _sd_bnn(image_size=224, model_name="resnet18")
     assert isinstance(model.act1, torch.nn.Identity)
     assert any(isinstance(m, torch.nn.PReLU) for m in model.layer1.modules())
+
+
+def test_mechanism_signals_in_metrics():
+    """Row extra: sign flips since the start, per-epoch flips, beta spread across samples, alpha movement."""
+    torch.manual_seed(0)
+    method, model, ctx = _sd_bnn()
+    method.on_stage_start(Stage("train"), model, ctx)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.train()
+    x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 10
+    for _ in range(2):
+        out = model(x)
+        loss = method.loss(model, x, out, y, torch.nn.functional.cross_entropy(out, y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    method.on_epoch_end(model, 0, ctx)
+    m = method.metrics(model)
+    assert 0 < m["sign_flip_total"] < 0.5
+    assert m["sign_flip_per_epoch"] == [pytest.approx(m["sign_flip_total"], abs=1e-6)]
+    assert m["asd_beta_std_samples"] > 0 and 0 < m["asd_beta_mean"] < 1
+    assert m["wsd_alpha_abs_max"] > 0 and "OPs = FP MACs + BOPs/64" in m["ops_convention"]
+    restored = build_method(method.cfg)
+    restored.load_state_dict(method.state_dict())
+    assert restored.metrics(model)["sign_flip_total"] == m["sign_flip_total"]

@@ -48,6 +48,9 @@ class BinaryMethod(Method):
         self.spec = BinarySpec.from_cfg(spec)
         self.epoch = 0
         self.stage_epochs = None
+        self._signs: list[torch.Tensor] | None = None       # sign(w') of every 1-bit layer at the run's start
+        self._last_signs: list[torch.Tensor] | None = None  # ... at the end of the previous epoch
+        self._flip_epochs: list[float] = []                 # share of weight signs flipped in each epoch
 
     # structure
     def arch_kwargs(self, ctx: RunContext) -> dict:
@@ -80,6 +83,37 @@ class BinaryMethod(Method):
                             float(ede.get("tmax", 1e1)))
         set_ede(model, k, t)
 
+    # mechanism signals (logged in the row's extra: a run whose binary weights never flip tests nothing)
+    @staticmethod
+    @torch.no_grad()
+    def weight_signs(model: nn.Module) -> list[torch.Tensor]:
+        """sign(w') >= 0 (WSD / Libra-PB applied) of every layer whose weights are binarized."""
+        out = []
+        for m in binary_layers(model):
+            if m.binarize_weights:
+                w, _ = m.export_weight()
+                out.append(w >= 0)
+        return out
+
+    @staticmethod
+    def _flip_share(a: list[torch.Tensor], b: list[torch.Tensor]) -> float | None:
+        if not a or len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
+            return None
+        flipped = sum(int((x != y).sum()) for x, y in zip(a, b))
+        return flipped / sum(x.numel() for x in a)
+
+    def _track_signs(self, model: nn.Module, epoch_end: bool) -> None:
+        signs = self.weight_signs(model)
+        if not signs:
+            return
+        if epoch_end and self._last_signs is not None:
+            share = self._flip_share(self._last_signs, signs)
+            if share is not None:
+                self._flip_epochs.append(share)
+        if self._signs is None or self._flip_share(self._signs, signs) is None:
+            self._signs = signs                     # first binarized stage: the start reference
+        self._last_signs = signs
+
     def on_stage_start(self, stage: Stage, model: nn.Module, ctx: RunContext) -> nn.Module:
         for key in ("binarize_weights", "binarize_acts"):
             if key in stage.params:
@@ -88,17 +122,38 @@ class BinaryMethod(Method):
         self.stage_epochs = stage.trainer.get("epochs") if stage.trainer else None
         self.epoch = 0
         self._apply_ede(model, 0)
+        self._last_signs = None
+        self._track_signs(model, epoch_end=False)
         return model
 
     def on_epoch_end(self, model: nn.Module, epoch: int, ctx: RunContext) -> None:
         self.epoch = epoch + 1
         self._apply_ede(model, epoch + 1)
+        self._track_signs(model, epoch_end=True)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "signs": self._signs, "last_signs": self._last_signs,
+                "flip_epochs": list(self._flip_epochs)}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self._signs = state.get("signs", self._signs)
+        self._last_signs = state.get("last_signs", self._last_signs)
+        self._flip_epochs = list(state.get("flip_epochs", self._flip_epochs))
 
     def metrics(self, model: nn.Module) -> dict:
+        from engine.complexity import OPS_CONVENTION
         layers = binary_layers(model)
         out = {"binary_layers": len(layers),
                "w_bits": max((m.weight_bits for m in layers), default=32),
-               "a_bits": max((m.act_bits for m in layers), default=32)}
+               "a_bits": max((m.act_bits for m in layers), default=32),
+               "ops_convention": OPS_CONVENTION}
         if layers and self._uses_ede():
             out.update(ede_k=float(layers[0].ede_k), ede_t=float(layers[0].ede_t))
+        if self._signs is not None:
+            share = self._flip_share(self._signs, self.weight_signs(model))
+            if share is not None:
+                out["sign_flip_total"] = share            # weight signs that differ from the run's start
+        if self._flip_epochs:
+            out["sign_flip_per_epoch"] = [round(f, 6) for f in self._flip_epochs]
         return out

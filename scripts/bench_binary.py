@@ -1,0 +1,93 @@
+"""Step time of the binary methods relative to the full-precision ResNet-20 (a benchmark, not a test).
+
+    OMP_NUM_THREADS=1 python scripts/bench_binary.py [--batch 128] [--steps 10] [--threads 1] [--size 32]
+
+One training step = forward, the method's loss (IR²Net: the erased second pass), backward, SGD step, as in
+engine/trainer.py, on random CIFAR-shaped data. Prints median seconds per step and the ratio to the FP step.
+Target (issue 14): IR²Net <= 2.5x FP (two passes are the recipe, so ~2x is the floor).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from methods import RunContext, build_method  # noqa: E402
+from methods.base import Stage  # noqa: E402
+from models import build_model  # noqa: E402
+
+ARMS = {
+    "fp": ("baseline", {}),
+    "bnn": ("bnn", {}),
+    "sign_ede": ("sd_bnn", {"asd.enabled": False, "wsd.enabled": False}),
+    "irnet": ("irnet", {}),
+    "sd_bnn": ("sd_bnn", {}),
+    "approx_bnn": ("ir2net", {"restriction.enabled": False, "recovery.enabled": False}),
+    "ir2net": ("ir2net", {}),
+}
+
+
+def build(method_name: str, over: dict, size: int):
+    cfg = OmegaConf.load(f"conf/method/{method_name}.yaml")
+    if "ede" in cfg:
+        cfg.ede.epochs = 10
+    for k, v in over.items():
+        OmegaConf.update(cfg, k, v)
+    method = build_method(cfg)
+    ctx = RunContext(num_classes=10, in_channels=3, image_size=size, device=torch.device("cpu"))
+    model = method.transform(build_model("resnet20", num_classes=10, image_size=size), ctx)
+    method.on_stage_start(Stage("train"), model, ctx)
+    return method, model
+
+
+def bench(method, model, batch: int, size: int, steps: int, warmup: int = 3) -> float:
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, size, size, generator=g)
+    y = torch.randint(0, 10, (batch,), generator=g)
+    model.train()
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        out = model(x)
+        loss = method.loss(model, x, out, y, F.cross_entropy(out, y))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--arms", default=",".join(ARMS))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, {args.size} px, "
+          f"median of {args.steps} steps")
+    base = None
+    for arm in args.arms.split(","):
+        name, over = ARMS[arm]
+        method, model = build(name, over, args.size)
+        sec = bench(method, model, args.batch, args.size, args.steps)
+        base = sec if arm == "fp" else base
+        ratio = f"{sec / base:5.2f}x" if base else "   - "
+        print(f"{arm:<12} {sec * 1000:8.1f} ms/step  {ratio} FP", flush=True)
+
+
+if __name__ == "__main__":
+    main()
