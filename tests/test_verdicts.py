@@ -150,3 +150,21 @@ def test_shortened_experiment_run_leaves_tracked_rows_untouched(tmp_path):
     (row,) = R.load_result_rows(tmp_path / "results")
     assert row["fidelity"] == "adhoc" and row["experiment_config"] == "backbones/mnist_lenet5"
     assert "trainer.max_steps=3" in row["fidelity_note"]
+
+
+def test_claim_with_equal_guard_compares_only_at_equal_compression():
+    """A no-splice ablation that pruned 12x harder has far lower accuracy: without the guard that 'holds'
+    trivially; with ``equal: {metric: compression_ratio}`` it is not compared."""
+    claim = R.Claim.model_validate({
+        "id": "splice", "text": "splicing not worse", "source": "test",
+        "compare": {"metric": "top1", "better": {"method": "a"}, "worse": {"method": "b"}, "same": ["dataset"],
+                    "margin": 0.0, "equal": {"metric": "compression_ratio", "rel_tol": 0.1}}})
+    claim._paper = "dns"
+    rows = _rows([99.0, 99.1, 98.9], [88.0, 88.3, 87.9])
+    for r in rows:
+        r["extra"] = {"compression_ratio": 108.0 if r["method"] == "a" else 1347.0}
+    res = R.evaluate_claim(claim, rows)
+    assert res.status == "inconclusive" and "differ in compression_ratio" in res.comparisons[0].why
+    for r in rows:
+        r["extra"] = {"compression_ratio": 108.0 if r["method"] == "a" else 104.0}
+    assert R.evaluate_claim(claim, rows).status == "held"

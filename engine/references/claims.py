@@ -160,8 +160,12 @@ def evaluate_claim(claim: Claim, rows: list[dict], conv: Conventions | None = No
             continue
         key = tuple(row.get(f, "") if not f.startswith("extra.") else (row.get("extra") or {}).get(f[6:])
                     for f in claim.same)
-        g = groups.setdefault(key, {"better": {}, "worse": {}, "fid": set()})
+        g = groups.setdefault(key, {"better": {}, "worse": {}, "equal": {}, "fid": set()})
         _add(g[side], row, v)
+        if claim.equal is not None:
+            e = row_value(row, claim.equal.metric, conv)
+            if e is not None:
+                _add(g["equal"], row, e)
         g["fid"].add(row.get("fidelity"))
     out = []
     for key, g in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
@@ -169,9 +173,26 @@ def evaluate_claim(claim: Claim, rows: list[dict], conv: Conventions | None = No
         for b in g["better"].values():
             for w in g["worse"].values():
                 interval, word, why = compare_arms(b, w, claim.margin)
+                unequal = _unequal(claim, g["equal"], b.experiment, w.experiment)
+                if unequal:
+                    word, why = stats.INCONCLUSIVE, unequal
                 out.append(Comparison(key=key, better=b, worse=w, interval=interval, verdict=word, why=why,
                                       fidelity=fid))
     return ClaimResult(claim=claim, comparisons=out)
+
+
+def _unequal(claim: Claim, equal_arms: dict, better: str, worse: str) -> str:
+    """Why two arms are not compared at equal ``claim.equal.metric`` ("" when they are, or no guard)."""
+    if claim.equal is None:
+        return ""
+    name, tol = claim.equal.metric, claim.equal.rel_tol
+    if better not in equal_arms or worse not in equal_arms:
+        return f"not compared: the rows do not record {name}, so equal {name} cannot be checked"
+    b, w = equal_arms[better].mean, equal_arms[worse].mean
+    if abs(b - w) > tol * max(abs(b), abs(w)):
+        return (f"not compared: the arms differ in {name} ({b:.4g} vs {w:.4g}, more than {tol:.0%}); the claim "
+                f"holds only at equal {name}")
+    return ""
 
 
 def _evaluate_within_row(claim: Claim, rows: list[dict], conv: Conventions | None) -> ClaimResult:

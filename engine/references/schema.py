@@ -275,13 +275,22 @@ class Entry(_Schema):
         return self
 
 
+class EqualOn(_Schema):
+    """The arms are compared only where their means of ``metric`` agree within ``rel_tol`` (relative): e.g. a
+    pruning ablation judged at equal compression."""
+    metric: Text
+    rel_tol: Number = Field(gt=0)
+
+
 class Compare(_Schema):
-    """better-side rows minus worse-side rows of ``metric``, grouped by ``same``, against ``margin``."""
+    """better-side rows minus worse-side rows of ``metric``, grouped by ``same``, against ``margin``; with
+    ``equal``, only arms that agree on another metric are compared (else inconclusive, saying why)."""
     metric: Text
     better: dict = Field(min_length=1)
     worse: dict = Field(min_length=1)
     same: list[Annotated[str, Field(strict=True)]]
     margin: Number
+    equal: Optional[EqualOn] = None
 
 
 class WithinRow(_Schema):
@@ -306,7 +315,8 @@ class Claim(_Schema):
     """A paper's comparative statement: ``compare`` (two sets of rows), ``within_row`` (each row on its own) or
     neither (qualitative: ``notes`` say how it is checked; reported, not tested).
 
-    The flat view the judge reads: ``metric`` (None: qualitative), ``better``, ``worse``, ``same``, ``margin``."""
+    The flat view the judge reads: ``metric`` (None: qualitative), ``better``, ``worse``, ``same``, ``margin``,
+    ``equal`` (None, or the metric on which the arms must agree)."""
     id: str
     text: str
     source: str
@@ -335,7 +345,7 @@ class Claim(_Schema):
         if self.compare is not None:
             c = self.compare
             self._flat = dict(metric=c.metric, better=dict(c.better), worse=dict(c.worse), same=list(c.same),
-                              margin=c.margin)
+                              margin=c.margin, equal=c.equal)
         elif self.within_row is not None:
             w = self.within_row
             self._flat = dict(metric=w.metric, better=dict(w.filter), worse={}, same=["run_id"],
@@ -371,6 +381,7 @@ class Claim(_Schema):
     worse = _get("worse")
     same = _get("same")
     margin = _get("margin")
+    equal = _get("equal")
     del _get
 
 
@@ -437,7 +448,7 @@ def _read_yaml(path: str) -> Any:
 
 _MODEL_AT = {"": PaperReference, "conventions": Conventions, "entries.*": Entry, "entries.*.metrics.*": Metric,
              "entries.*.metrics.*.band": Band, "entries.*.known_gap": KnownGap, "claims.*": Claim,
-             "claims.*.compare": Compare, "claims.*.within_row": WithinRow}
+             "claims.*.compare": Compare, "claims.*.compare.equal": EqualOn, "claims.*.within_row": WithinRow}
 _MARK = re.compile(r"^\[([^\]]+)\] (.*)$", re.S)
 
 
@@ -465,6 +476,8 @@ def _message(err: dict) -> tuple[tuple, str]:
         return loc, f"expected a finite number, got {got!r}"
     if t == "greater_than_equal":
         return loc, f"must be >= 0 (a band is a two-sided width), got {got!r}"
+    if t == "greater_than":
+        return loc, f"must be > {ctx.get('gt', 0)}, got {got!r}"
     if t in ("dict_type", "model_type", "model_attributes_type"):
         return loc, f"expected a mapping, got {type(got).__name__}"
     if t in ("list_type", "tuple_type"):
