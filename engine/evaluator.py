@@ -18,7 +18,8 @@ from engine.complexity import format_table, measure
 from engine.config import validate
 from engine.evaluation import evaluate
 from engine.results import append_row
-from engine.runner import apply_pretrained_normalization, build_backbone, pick_device, result_row, results_path
+from engine.runner import (Launch, apply_pretrained_normalization, build_backbone, pick_device, result_row,
+                           results_path)
 from methods import RunContext, build_method
 
 
@@ -36,6 +37,8 @@ def merge_checkpoint_config(cfg, saved: dict, data_overridden: bool):
 
 
 def evaluate_checkpoint(cfg, data_overridden: bool = False) -> dict:
+    launch = Launch.of(cfg)    # as launched: the checkpoint's own config is an input, not part of the hash
+    launch.announce()
     blob = None
     if cfg.get("checkpoint"):
         if not os.path.exists(cfg.checkpoint):
@@ -67,7 +70,7 @@ def evaluate_checkpoint(cfg, data_overridden: bool = False) -> dict:
     metrics = {**ev, "best_top1": ev["top1"], "steps": 0, "epochs": 0, "wall_time_s": time.time() - t0,
                **cost.summary(), "extra": {**method.metrics(model), "evaluated": cfg.get("checkpoint") or
                                            f"{cfg.model.name} pretrained={cfg.model.get('pretrained', False)}"}}
-    append_row(results_path(cfg), result_row(cfg, metrics, device, 1))
+    append_row(results_path(cfg), result_row(cfg, metrics, device, 1, launch))
     print(f"evaluated: top1 {ev['top1']:.2f} top5 {ev['top5']:.2f} on {ev['samples']} {cfg.data.name} test images "
           f"| row -> {results_path(cfg)}", flush=True)
     return metrics
