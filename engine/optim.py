@@ -28,10 +28,27 @@ def param_groups(model: torch.nn.Module, weight_decay: float, no_decay_bn_bias: 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def split_lr_mults(model: torch.nn.Module, groups: list[dict], lr: float) -> list[dict]:
+    """Caffe's per-blob ``lr_mult`` for biases: a module with a ``bias_lr_mult`` attribute (e.g. the Caffe-init
+    LeNets: 2) puts its bias in a copy of its group with lr = ``lr * bias_lr_mult`` (weight decay unchanged, as
+    Caffe's decay_mult 1); the schedule scales every group alike."""
+    mult = {id(m.bias): float(m.bias_lr_mult) for m in model.modules()
+            if getattr(m, "bias_lr_mult", None) not in (None, 1, 1.0) and getattr(m, "bias", None) is not None}
+    if not mult:
+        return groups
+    out = []
+    for g in groups:
+        out.append({**g, "params": [p for p in g["params"] if id(p) not in mult]})
+        for k in sorted({mult[id(p)] for p in g["params"] if id(p) in mult}):
+            out.append({**g, "params": [p for p in g["params"] if mult.get(id(p)) == k], "lr": lr * k})
+    return [g for g in out if g["params"]]
+
+
 def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     """``cfg`` is ``trainer.optimizer``."""
     groups = param_groups(model, float(cfg.weight_decay), bool(cfg.get("no_decay_bn_bias", False)),
                           bool(cfg.get("decay_conv_only", False)))
+    groups = split_lr_mults(model, groups, float(cfg.lr))
     name = cfg.name
     if name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=bool(cfg.nesterov))

@@ -1,7 +1,40 @@
-"""LeNets as in Caffe's MNIST examples (used by DNS and INQ)."""
+"""LeNets as in Caffe's MNIST examples (used by DNS and INQ).
+
+``init``: ``torch`` (PyTorch's default layer init; the rows before issue 15) or ``caffe`` (the Caffe example
+prototxts that DNS and INQ start from: weight_filler xavier = U(-sqrt(3/fan_in), sqrt(3/fan_in)) with
+fan_in = C_in k^2 (conv) or the input width (fc), bias_filler constant 0, and ``param { lr_mult: 1 }
+param { lr_mult: 2 }``: biases learn at twice the learning rate; each layer carries ``bias_lr_mult = 2``, which
+engine/optim.py turns into its own parameter group).
+"""
+import math
+
+import torch
 import torch.nn as nn
 
 from models import register_model
+
+
+INITS = ("torch", "caffe")
+
+
+@torch.no_grad()
+def caffe_init(model: nn.Module) -> nn.Module:
+    """Caffe's xavier weight filler (FAN_IN), zero biases, bias lr_mult 2 on every conv/fc layer."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            fan_in = m.weight[0].numel()
+            bound = math.sqrt(3.0 / fan_in)
+            m.weight.uniform_(-bound, bound)
+            if m.bias is not None:
+                m.bias.zero_()
+            m.bias_lr_mult = 2.0
+    return model
+
+
+def _init(model: nn.Module, init: str) -> nn.Module:
+    if init not in INITS:
+        raise ValueError(f"model.init={init!r} for a LeNet; choose one of {INITS}")
+    return caffe_init(model) if init == "caffe" else model
 
 
 class LeNet5(nn.Module):
@@ -39,10 +72,10 @@ class LeNet300100(nn.Module):
 
 
 @register_model
-def lenet5(num_classes=10, in_channels=1, image_size=28):
-    return LeNet5(num_classes, in_channels, image_size)
+def lenet5(num_classes=10, in_channels=1, image_size=28, init="torch"):
+    return _init(LeNet5(num_classes, in_channels, image_size), init)
 
 
 @register_model
-def lenet300_100(num_classes=10, in_channels=1, image_size=28):
-    return LeNet300100(num_classes, in_channels, image_size)
+def lenet300_100(num_classes=10, in_channels=1, image_size=28, init="torch"):
+    return _init(LeNet300100(num_classes, in_channels, image_size), init)
