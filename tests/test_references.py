@@ -111,6 +111,12 @@ BAD = [
     ("key: lenet5_dns", "key: LeNet5", ["entry 'LeNet5'", "field 'key'", "lowercase name"]),
     ("same: [dataset, model, fidelity]", "same: dataset", ["claim 'dns_no_loss'", "field 'compare.same'"]),
     ("input_res: [1, 28, 28]", "input_res: [1, 28, -28]", ["field 'conventions.input_res'", "positive ints"]),
+    ("      margin: -0.2\n", "      margin: -0.2\n      equal: {metric: compression_ratio}\n",
+     ["claim 'dns_no_loss'", "field 'compare.equal.rel_tol'", "required"]),
+    ("      margin: -0.2\n", "      margin: -0.2\n      equal: {metric: compression_ratio, rel_tol: 0}\n",
+     ["claim 'dns_no_loss'", "field 'compare.equal.rel_tol'", "must be > 0"]),
+    ("      margin: -0.2\n", "      margin: -0.2\n      equal: {metric: compression_ratio, tol: 0.1}\n",
+     ["claim 'dns_no_loss'", "field 'compare.equal.tol'", "unknown field; allowed: ['metric', 'rel_tol']"]),
     ("model: lenet5", "model: lenet7", ["entry 'lenet5_dns'", "field 'model'", "not a registered model"]),
     ("paper: dns", "paper: inq", ["field 'paper'", "must equal the file name"]),
     ("margin: -0.2", "margin: small", ["claim 'dns_no_loss'", "field 'compare.margin'"]),
@@ -162,6 +168,10 @@ def test_claim_flat_view_of_compare_and_within_row(tmp_path):
     claim = R.load_reference(write(tmp_path, VALID)).claims[0]
     assert (claim.kind, claim.metric, claim.better, claim.worse, claim.same, claim.margin, claim.paper) == \
         ("compare", "top1", {"method": "dns"}, {"method": "baseline"}, ["dataset", "model", "fidelity"], -0.2, "dns")
+    assert claim.equal is None
+    claim = R.load_reference(write(tmp_path, VALID.replace(
+        "      margin: -0.2\n", "      margin: -0.2\n      equal: {metric: compression_ratio, rel_tol: 0.1}\n"))).claims[0]
+    assert (claim.equal.metric, claim.equal.rel_tol) == ("compression_ratio", 0.1)
     body = VALID[:VALID.index("    compare:")]
     claim = R.load_reference(write(tmp_path, body + "    within_row: {filter: {method: dns}, metric: extra.p, "
                                                     "other: extra.q, margin: 0.1}\n")).claims[0]

@@ -512,7 +512,8 @@ def _where(path: str, what: str | None, fld: str) -> str:
 
 
 def _reference_error(path: str, raw: Any, e: ValidationError) -> ReferenceError:
-    errors = e.errors(include_url=False)
+    # an unknown field first: a misspelt field is usually why a required one is "missing"
+    errors = sorted(e.errors(include_url=False), key=lambda err: err["type"] != "extra_forbidden")
     loc, words = _message(errors[0])
     what, rest = _what(raw, loc)
     fld = ".".join(str(p) for p in rest) or "<top>"
