@@ -5,12 +5,16 @@
     python evaluate.py report            # regenerate results/reports/ from the CSVs and references
     python evaluate.py experiment=xgradcam/cifar10_jpeg_resnet20   # analysis methods (family: analysis)
     python evaluate.py method=unit_ablation checkpoint=outputs/<run>/final.pt data=mnist
+
+A bad input ends with one line ``error: <message>`` and exit code 2 (``HYDRA_FULL_ERROR=1`` shows the traceback).
 """
 import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+
+from engine.errors import exits_on_bad_input
 
 
 def run_analysis(cfg: DictConfig) -> float:
@@ -29,15 +33,15 @@ def run_analysis(cfg: DictConfig) -> float:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+@exits_on_bad_input
 def main(cfg: DictConfig) -> float:
     from engine.evaluator import evaluate_checkpoint
 
     if cfg.method.get("family") == "analysis":
         return run_analysis(cfg)
 
-    overrides = HydraConfig.get().overrides.task
-    data_overridden = any(o.split("=")[0].lstrip("+~") in ("data", "experiment") for o in overrides)
-    return float(evaluate_checkpoint(cfg, data_overridden=data_overridden)["top1"])
+    overridden = [o.split("=")[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
+    return float(evaluate_checkpoint(cfg, overridden)["top1"])
 
 
 if __name__ == "__main__":

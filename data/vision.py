@@ -23,6 +23,10 @@ _CIFAR = {
 }
 
 
+class DataFileError(ValueError):
+    """A dataset file exists but does not hold what its format promises (truncated, wrong size or kind)."""
+
+
 def _missing(name: str, path: str, hint: str) -> DataNotFoundError:
     return DataNotFoundError(
         f"dataset '{name}' not found: searched {os.path.abspath(path)}. {hint} "
@@ -38,9 +42,37 @@ def load_idx(name: str, root: str, download: bool = False):
         cls(root, train=True, download=True)
     if not all(os.path.exists(os.path.join(raw, f)) for f in files):
         raise _missing(name, raw, f"Expected the IDX files {', '.join(files)} (torchvision's {folder}/raw layout).")
-    split = lambda img, lab: (read_image_file(os.path.join(raw, img)).unsqueeze(1),  # noqa: E731
-                              read_label_file(os.path.join(raw, lab)).long())
+    def split(img, lab):
+        images, labels = os.path.join(raw, img), os.path.join(raw, lab)
+        n = check_idx(images, IDX_IMAGES)
+        if check_idx(labels, IDX_LABELS) != n:
+            raise DataFileError(f"{labels} holds {check_idx(labels, IDX_LABELS)} labels but {images} holds {n} "
+                                "images; restore both files of the split")
+        return read_image_file(images).unsqueeze(1), read_label_file(labels).long()
+
     return split(files[0], files[1]), split(files[2], files[3])
+
+
+IDX_IMAGES, IDX_LABELS = (2051, (28, 28)), (2049, ())   # magic number (uint8, dims), shape after the count
+
+
+def check_idx(path: str, kind) -> int:
+    """The item count of an IDX file, after checking its magic number, shape and length against ``kind``."""
+    magic, shape = kind
+    what = "images (N x 28 x 28)" if shape else "labels (N)"
+    with open(path, "rb") as f:
+        head = f.read(4 + 4 * (1 + len(shape)))
+    size = os.path.getsize(path)
+    fix = "restore it (compare with SHA256SUMS) or fetch it again with data.download=true"
+    if len(head) < 4 + 4 * (1 + len(shape)) or int.from_bytes(head[:4], "big") != magic:
+        raise DataFileError(f"{path} is not an IDX file of uint8 {what} (expected magic number {magic}); {fix}")
+    dims = [int.from_bytes(head[i:i + 4], "big") for i in range(4, len(head), 4)]
+    expected = len(head) + int(np.prod(dims))
+    if tuple(dims[1:]) != shape or size != expected:
+        raise DataFileError(f"{path} is damaged: header says {' x '.join(map(str, dims))} {what.split()[0]} "
+                            f"({expected} bytes) but the file has {size} bytes and shape {tuple(dims[1:])} "
+                            f"(expected {shape}); {fix}")
+    return dims[0]
 
 
 def load_cifar(name: str, root: str, download: bool = False):

@@ -1,27 +1,79 @@
-"""Atomic checkpoints (write temp, fsync, rename) loaded with ``weights_only=True``."""
+"""Atomic checkpoints (write temp, fsync, rename) loaded with ``weights_only=True``.
+
+A write that fails (full disk, unwritable folder) leaves no temp file; temp files of writers that were killed
+(``<file>.tmp<pid>`` of a process that no longer runs) are removed by the next write of that file. A file that
+is not a readable checkpoint, or whose weights do not fit the model, fails with ``CheckpointError`` naming it.
+"""
 from __future__ import annotations
 
+import glob
 import os
+import re
+
 import torch
 
 
+class CheckpointError(ValueError):
+    pass
+
+
 def save_atomic(obj, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    folder = os.path.dirname(os.path.abspath(path))
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        os.makedirs(folder, exist_ok=True)
+        remove_stale_temps(path)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except (OSError, RuntimeError) as e:   # torch.save reports a failed write as RuntimeError
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        raise CheckpointError(f"cannot write checkpoint {path}: {reason} (check free disk space and that "
+                              f"{folder} is writable, or set paths.output_dir)") from e
+
+
+def remove_stale_temps(path: str) -> None:
+    """Delete ``<path>.tmp<pid>`` files left by writers that no longer run."""
+    for tmp in glob.glob(glob.escape(path) + ".tmp*"):
+        pid = tmp[len(path) + 4:]
+        if pid.isdigit() and not _running(int(pid)):
+            os.remove(tmp)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def load(path: str, map_location="cpu"):
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """The object saved at ``path`` (tensors, dicts, lists, numbers, strings only: ``weights_only=True``)."""
+    expected = "a .pt file written by train.py (final.pt, last.pt) or a state dict saved with torch.save"
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path} is a directory; expected {expected}")
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint {path} does not exist; expected {expected}")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); expected {expected}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:   # torch reports truncation, text and pickles of other objects with many types
+        reason = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {reason}); expected "
+                              f"{expected}; a truncated file is rewritten by running its run again") from None
 
 
 def rng_state() -> dict:
@@ -38,10 +90,40 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def unwrap_state_dict(blob) -> dict:
+def unwrap_state_dict(blob, path: str = "checkpoint") -> dict:
     """A model state dict from our checkpoint (``model``), a ``state_dict`` blob, or a bare state dict."""
     for key in ("model", "state_dict"):
         if isinstance(blob, dict) and key in blob and isinstance(blob[key], dict):
             blob = blob[key]
             break
+    if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
+        raise CheckpointError(f"{path} holds no model weights (a {type(blob).__name__}); expected a dict of "
+                              "tensors, or a dict with one under 'model' or 'state_dict'")
     return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in blob.items()}
+
+
+def load_weights(model: torch.nn.Module, blob, path: str, model_name: str) -> None:
+    """``model.load_state_dict`` of the blob's weights; a checkpoint of another model fails naming both."""
+    state = unwrap_state_dict(blob, path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    misshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                 if k in state and state[k].shape != v.shape]
+    if missing or unexpected or misshaped:
+        parts = [f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}" for label, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("shape differs:", misshaped)) if keys]
+        raise CheckpointError(f"{path} does not hold weights of model={model_name} as configured "
+                              f"({'; '.join(parts)}); pass the model= (and method=) it was trained with")
+    model.load_state_dict(state)
+
+
+def run_folder_of(resume: str) -> str | None:
+    """``trainer.resume=<checkpoint path>``: the run folder holding it (``<run>/final.pt`` or
+    ``<run>/stage<i>-<name>/last.pt``), which the run continues in; None for ``auto`` and ``never``."""
+    if resume in ("auto", "never"):
+        return None
+    folder = os.path.dirname(os.path.abspath(resume))
+    if re.fullmatch(r"stage\d+-.+", os.path.basename(folder)):
+        folder = os.path.dirname(folder)
+    return folder

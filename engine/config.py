@@ -1,16 +1,23 @@
-"""Config checks at start: every key of the trainer and logger is known and typed, every choice is allowed.
+"""Config checks at start: every key is known (trainer: typed schema; other groups: engine/config_keys.py),
+every choice is allowed, every number is in its range, names are plain file names.
 
 Hydra already refuses command-line overrides of keys that do not exist; these checks also catch
-misspelt keys in config files and bad values, with a message naming the key and the allowed values.
+misspelt keys in config files, ``+group.key=...`` additions and bad values, with a message naming the key
+and the allowed values.
 """
 from __future__ import annotations
 
+import difflib
+import math
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from engine import config_keys
 from engine.optim import OPTIMIZERS, SCHEDULERS
 
 
@@ -85,6 +92,41 @@ CHOICES = {
     "logger.name": ("wandb", "csv", "none"),
 }
 LOGGER_MODES = ("offline", "online", "disabled")
+DATASET_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar10_jpeg": 10, "cifar100": 100}
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _at_least(low):
+    return lambda v: _number(v) and v >= low, f">= {low}"
+
+
+def _positive():
+    return lambda v: _number(v) and v > 0, "> 0"
+
+
+def _fraction(high_open: bool = True):
+    return (lambda v: _number(v) and 0 <= v < 1, "in [0, 1)") if high_open else (
+        lambda v: _number(v) and 0 <= v <= 1, "in [0, 1]")
+
+
+def _count_or_null():
+    return lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1), \
+        "an integer >= 1, or null for no limit"
+
+
+TRAINER_RANGES = {
+    "epochs": _at_least(0), "batch_size": _positive(), "eval_batch_size": _positive(),
+    "optimizer.lr": _positive(), "optimizer.momentum": _fraction(), "optimizer.weight_decay": _at_least(0),
+    "scheduler.warmup_epochs": _at_least(0), "scheduler.step_size": _positive(), "scheduler.gamma": _at_least(0),
+    "scheduler.power": _at_least(0), "scheduler.min_lr_scale": _fraction(high_open=False),
+    "label_smoothing": _fraction(), "distill.alpha": _fraction(high_open=False), "distill.temperature": _positive(),
+    "eval_every": _at_least(1), "log_every": _at_least(1), "limit_batches": _count_or_null(),
+    "limit_eval_batches": _count_or_null(), "max_steps": _count_or_null(),
+}
 
 
 def _allowed_keys(path: list[str]) -> list[str]:
@@ -110,6 +152,68 @@ def checked_trainer(trainer_cfg, where: str = "trainer"):
         raise ConfigError(f"{where}.{key}: {first_line}") from None
 
 
+def check_trainer_ranges(tcfg, where: str = "trainer") -> None:
+    for key, (ok, expected) in TRAINER_RANGES.items():
+        value = OmegaConf.select(tcfg, key)
+        if not ok(value):
+            raise ConfigError(f"{where}.{key}={value!r} is out of range: expected {expected}")
+    betas = list(tcfg.optimizer.betas)
+    if len(betas) != 2 or not all(_fraction()[0](b) for b in betas):
+        raise ConfigError(f"{where}.optimizer.betas={betas} is out of range: expected two numbers in [0, 1)")
+
+
+def check_keys(cfg) -> None:
+    """Unknown keys at the top level and in the data, model, method and logger groups fail naming the key."""
+    from models import MODELS
+
+    problems = config_keys.unknown_keys(cfg, config_keys.top_level_keys(), "config", recurse=True)
+    problems = [p.replace("config.", "", 1) for p in problems]
+    for group in ("data", "method", "logger"):
+        allowed = config_keys.group_keys(group, cfg[group].name)
+        if allowed is not None:
+            problems += config_keys.unknown_keys(cfg[group], allowed, group, recurse=group == "data")
+    allowed = config_keys.model_keys(cfg.model.name, MODELS.get(cfg.model.name))
+    if allowed is not None:
+        problems += config_keys.unknown_keys(cfg.model, allowed, "model", recurse=False)
+    if problems:
+        raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+
+
+def check_model_name(name: str) -> None:
+    """``timm:<arch>`` names an architecture timm knows."""
+    if name.startswith("timm:"):
+        import timm
+
+        arch = name[len("timm:"):]
+        if not timm.is_model(arch):
+            close = difflib.get_close_matches(arch, timm.list_models(), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"model.name={name!r}: timm has no architecture '{arch}'{hint} (see timm.list_models())")
+
+
+def check_run_values(cfg) -> None:
+    """Seed, names, data sizes and ``trainer.resume``: types and ranges the trainer schema cannot express."""
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        raise ConfigError(f"seed={cfg.seed!r} is not an integer")
+    for key in ("name", "paper"):
+        value = cfg.get(key)
+        if value is not None and (not isinstance(value, str) or not PLAIN_NAME.fullmatch(value) or
+                                  value.strip(".") == ""):
+            raise ConfigError(f"{key}={value!r} is not a plain file name: use letters, digits, '_', '-' and '.' "
+                              f"(it names the results CSV and the run folder)")
+    for key in ("train_subset", "test_subset"):
+        if not _count_or_null()[0](cfg.data.get(key)):
+            raise ConfigError(f"data.{key}={cfg.data.get(key)!r} is out of range: expected {_count_or_null()[1]}")
+    expected = DATASET_CLASSES.get(cfg.data.name)
+    if expected is not None and cfg.data.get("num_classes") != expected:
+        raise ConfigError(f"data.num_classes={cfg.data.get('num_classes')!r} does not match {cfg.data.name}, "
+                          f"which has {expected} classes")
+    resume = cfg.trainer.resume
+    if resume not in ("auto", "never") and not os.path.isfile(str(resume)):
+        raise ConfigError(f"trainer.resume={resume!r}: expected auto, never, or the path of a checkpoint file "
+                          f"(last.pt or final.pt of a run); no such file")
+
+
 def check_choice(cfg, key: str, allowed) -> None:
     value = OmegaConf.select(cfg, key)
     if value not in allowed:
@@ -125,7 +229,8 @@ def validate(cfg) -> None:
     for group in ("data", "model", "method", "trainer", "logger"):
         if OmegaConf.select(cfg, group) is None:
             raise ConfigError(f"config group '{group}' is missing (add {group}=<name>)")
-    checked_trainer(cfg.trainer)
+    check_trainer_ranges(checked_trainer(cfg.trainer))
+    check_model_name(str(cfg.model.name))
     for key, allowed in CHOICES.items():
         check_choice(cfg, key, allowed)
     if cfg.logger.name == "wandb":
@@ -142,6 +247,7 @@ def validate(cfg) -> None:
     for stage in cfg.method.get("stages") or []:
         if "name" not in stage:
             raise ConfigError("method.stages: every stage needs a 'name'")
-        checked_trainer(OmegaConf.merge(cfg.trainer, stage.get("trainer") or {}), f"method.stages[{stage.name}].trainer")
-    if cfg.trainer.batch_size <= 0 or cfg.trainer.epochs < 0:
-        raise ConfigError("trainer.batch_size must be > 0 and trainer.epochs >= 0")
+        where = f"method.stages[{stage.name}].trainer"
+        check_trainer_ranges(checked_trainer(OmegaConf.merge(cfg.trainer, stage.get("trainer") or {}), where), where)
+    check_keys(cfg)
+    check_run_values(cfg)

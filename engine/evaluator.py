@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from data import build_data
 from engine import checkpoint
 from engine.complexity import format_table, measure
-from engine.config import validate
+from engine.config import ConfigError, validate
 from engine.evaluation import evaluate
 from engine.results import append_row
 from engine.runner import (Launch, apply_pretrained_normalization, build_backbone, pick_device, result_row,
@@ -24,27 +24,55 @@ from methods import RunContext, build_method
 
 
 def merge_checkpoint_config(cfg, saved: dict, data_overridden: bool):
-    """The checkpoint's model/method (and data unless overridden) onto the current config."""
+    """The checkpoint's model/method (and data unless overridden) onto the current config; the data files are
+    looked up under the current ``paths.data_root`` (``DATA_ROOT``), not the folder stored in the checkpoint."""
     saved = OmegaConf.create(saved)
     merged = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     merged.model, merged.method = saved.model, saved.method
     if not data_overridden:
         merged.data = saved.data
+        if "root" in merged.data:
+            merged.data.root = merged.paths.data_root
     for key in ("paper", "name", "variant"):
         if merged.get(key) is None and saved.get(key) is not None:
             merged[key] = saved[key]
     return merged
 
 
-def evaluate_checkpoint(cfg, data_overridden: bool = False) -> dict:
+def check_overrides_agree(cfg, saved: dict, overridden, path: str) -> None:
+    """A ``model``/``method`` given with a checkpoint that carries its config must be the one it was trained with."""
+    for key in overridden:
+        group = key.split(".")[0]
+        if group not in ("model", "method"):
+            continue
+        select = f"{group}.name" if key == group else key
+        mine, theirs = OmegaConf.select(cfg, select), OmegaConf.select(OmegaConf.create(saved), select)
+        if mine != theirs:
+            raise ConfigError(f"{key}: checkpoint {path} was trained with {select}={theirs!r}, not {mine!r}; drop "
+                              f"{key}= (a train.py checkpoint brings its own model and method)")
+
+
+def check_weights_given(cfg) -> None:
+    if not cfg.get("checkpoint") and not cfg.model.get("pretrained") and not cfg.get("allow_untrained"):
+        raise ConfigError(f"nothing to evaluate: no checkpoint= and model.pretrained=false would evaluate a randomly "
+                          f"initialised {cfg.model.name}; pass checkpoint=<final.pt>, model.pretrained=true, "
+                          f"or allow_untrained=true")
+
+
+def evaluate_checkpoint(cfg, overridden=()) -> dict:
+    """``overridden``: the keys given on the command line (``data``, ``model.pretrained``, ...)."""
     launch = Launch.of(cfg)    # as launched: the checkpoint's own config is an input, not part of the hash
     launch.announce()
+    validate(cfg)
+    check_weights_given(cfg)
     blob = None
     if cfg.get("checkpoint"):
         if not os.path.exists(cfg.checkpoint):
             raise FileNotFoundError(f"checkpoint={cfg.checkpoint} does not exist")
         blob = checkpoint.load(cfg.checkpoint)
         if isinstance(blob, dict) and "config" in blob:
+            check_overrides_agree(cfg, blob["config"], overridden, cfg.checkpoint)
+            data_overridden = any(key.split(".")[0] in ("data", "experiment") for key in overridden)
             cfg = merge_checkpoint_config(cfg, blob["config"], data_overridden)
     validate(cfg)
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
@@ -61,7 +89,7 @@ def evaluate_checkpoint(cfg, data_overridden: bool = False) -> dict:
                      device=device, train_loader=data.train, test_loader=data.test, seed=int(cfg.seed))
     model = method.transform(model, ctx)
     if blob is not None:
-        model.load_state_dict(checkpoint.unwrap_state_dict(blob))
+        checkpoint.load_weights(model, blob, cfg.checkpoint, cfg.model.name)
     model.to(device)
     t0 = time.time()
     ev = evaluate(model, data.test, device, cfg.trainer.limit_eval_batches)

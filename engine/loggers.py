@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 
 from omegaconf import OmegaConf
@@ -14,21 +15,49 @@ class NullLogger:
     def summary(self, metrics: dict) -> None:
         pass
 
+    def rewind(self, step: int) -> None:
+        """Training resumes from a checkpoint taken at ``step``: forget points logged after it (W&B does so
+        itself: it drops steps it has already seen)."""
+
     def finish(self) -> None:
         pass
 
 
 class CsvLogger(NullLogger):
-    """Long-format ``metrics.csv`` (step, key, value) in the run directory; appends across resumes."""
+    """Long-format ``metrics.csv`` (step, key, value) in the run directory; appends across resumes.
+
+    A resumed run repeats what came after its last checkpoint: ``rewind(step)`` drops the points logged after
+    that step, so re-run epochs are not in the file twice. A partial last line left by a kill and an earlier
+    summary (written again at the end) are dropped when the file is opened."""
+
+    HEADER = ["step", "key", "value"]
 
     def __init__(self, run_dir: str):
         self.path = os.path.join(run_dir, "metrics.csv")
         os.makedirs(run_dir, exist_ok=True)
-        new = not os.path.exists(self.path)
+        self._keep(lambda step: step >= 0)
         self.file = open(self.path, "a", newline="")
         self.writer = csv.writer(self.file)
-        if new:
-            self.writer.writerow(["step", "key", "value"])
+
+    def _keep(self, wanted) -> None:
+        """Rewrite the file with the complete rows whose step satisfies ``wanted``."""
+        rows = []
+        if os.path.exists(self.path):
+            with open(self.path, newline="") as f:
+                text = f.read()
+            complete = text[:text.rfind("\n") + 1]
+            rows = [r for r in list(csv.reader(io.StringIO(complete, newline="")))[1:]
+                    if len(r) == 3 and wanted(int(r[0]))]
+        tmp = f"{self.path}.tmp{os.getpid()}"
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([self.HEADER] + rows)
+        os.replace(tmp, self.path)
+
+    def rewind(self, step: int) -> None:
+        self.file.close()
+        self._keep(lambda s: 0 <= s <= step)
+        self.file = open(self.path, "a", newline="")
+        self.writer = csv.writer(self.file)
 
     def log(self, metrics: dict, step: int) -> None:
         for k, v in metrics.items():

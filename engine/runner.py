@@ -10,6 +10,7 @@ clock, so a requeued or resumed job finds its own directory again.
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,11 +22,11 @@ from omegaconf import OmegaConf
 from data import build_data
 from engine import checkpoint, distributed, provenance
 from engine.complexity import format_table, measure
-from engine.config import checked_trainer, validate
+from engine.config import ConfigError, checked_trainer, validate
 from engine.evaluation import evaluate
 from engine.latency import measure_latency
 from engine.loggers import build_logger
-from engine.results import append_row
+from engine.results import append_row, staged_row
 from engine.seeding import seed_everything
 from engine.trainer import train_stage
 from methods import RunContext, build_method
@@ -87,8 +88,14 @@ def pick_device(choice: str) -> torch.device:
 
 def build_backbone(cfg, num_classes: int, in_channels: int, image_size: int) -> torch.nn.Module:
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k not in ("name",)}
-    return build_model(cfg.model.name, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
-                       **kwargs)
+    try:
+        return build_model(cfg.model.name, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+                           **kwargs)
+    except TypeError as e:    # a model.<key> its factory does not take (factories that pass **kwargs on)
+        key = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if key is None:
+            raise
+        raise ConfigError(f"model.{key.group(1)}: unknown key for model={cfg.model.name} ({e}); remove it") from None
 
 
 def apply_pretrained_normalization(cfg) -> None:
@@ -144,7 +151,7 @@ def run(cfg) -> dict:
     apply_pretrained_normalization(cfg)
     init_blob = load_init_checkpoint(cfg)
     apply_init_checkpoint_normalization(cfg, init_blob)
-    out_dir = run_dir(cfg, launch.config_hash)
+    out_dir = checkpoint.run_folder_of(cfg.trainer.resume) or run_dir(cfg, launch.config_hash)
     if dist.is_main:
         launch.announce()
     if cfg.trainer.resume == "never" and os.path.isdir(out_dir) and dist.is_main:
@@ -153,7 +160,7 @@ def run(cfg) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     final_path = os.path.join(out_dir, "final.pt")
     row_marker = os.path.join(out_dir, "row_written")
-    if cfg.trainer.resume == "auto" and os.path.exists(final_path) and os.path.exists(row_marker):
+    if cfg.trainer.resume != "never" and os.path.exists(final_path) and os.path.exists(row_marker):
         done = checkpoint.load(final_path)
         if dist.is_main:
             print(f"run already finished: {out_dir} (use trainer.resume=never to run it again)", flush=True)
@@ -168,7 +175,7 @@ def run(cfg) -> dict:
     torch.manual_seed(int(cfg.seed))
     model = build_backbone(cfg, data.num_classes, data.in_channels, data.image_size)
     if init_blob is not None:
-        model.load_state_dict(checkpoint.unwrap_state_dict(init_blob))
+        checkpoint.load_weights(model, init_blob, cfg.trainer.init_checkpoint, cfg.model.name)
         init_blob = None          # not kept alive through training
     autocast_dtype = torch.bfloat16 if (cfg.trainer.precision == "bf16" or
                                         (cfg.trainer.precision == "auto" and device.type == "cuda")) else None
@@ -235,7 +242,9 @@ def run(cfg) -> dict:
         if dist.is_main:
             checkpoint.save_atomic({"model": model.state_dict(), "method": method.state_dict(),
                                     "config": OmegaConf.to_container(cfg), "metrics": metrics}, final_path)
-            append_row(results_path(cfg), result_row(cfg, metrics, device, dist.world_size, launch, latency))
+            row = staged_row(os.path.join(out_dir, "row.json"),   # the same row (run id) again after a resume
+                             lambda: result_row(cfg, metrics, device, dist.world_size, launch, latency))
+            append_row(results_path(cfg), row)      # skipped if this run id is already in the file
             open(row_marker, "w").close()
             logger.summary({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
             print(f"final: top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f} | params {cost.params} "

@@ -76,6 +76,7 @@ def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dis
         method.load_state_dict(state["method"])
         checkpoint.set_rng_state(state["rng"])
         start_epoch, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
+        logger.rewind(global_step_offset + step)   # the epochs after the checkpoint are logged again
         if dist.is_main:
             print(f"[{stage.name}] resumed from {last_path} at epoch {start_epoch}, step {step}", flush=True)
 
@@ -125,6 +126,9 @@ def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dis
                 task = task_loss_fn(out, y)
                 loss = method.loss(model, x, out, y, task)
             if not torch.isfinite(loss):
+                if dist.is_main:   # the curve up to the stop, and the bad value itself
+                    logger.log({"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0],
+                                "epoch": epoch + i / steps_per_epoch}, step=global_step_offset + step)
                 path = os.path.join(stage_dir, "nonfinite_state.pt")
                 save(epoch, path)
                 raise NonFiniteLossError(
@@ -140,7 +144,7 @@ def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dis
             step += 1
             loss_sum += loss.detach()
             seen += 1
-            if dist.is_main and step % tcfg.log_every == 0:
+            if dist.is_main and (step % tcfg.log_every == 0 or step == 1):   # a curve from the first step
                 logger.log({"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0],
                             "epoch": epoch + i / steps_per_epoch}, step=global_step_offset + step)
         method.on_epoch_end(raw, epoch, ctx)

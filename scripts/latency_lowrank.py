@@ -43,7 +43,7 @@ def latency_ms(model: torch.nn.Module, shape, batch: int, reps: int) -> float:
 
 
 def rebuild(path: str):
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     cfg = OmegaConf.create(state["config"])
     num_classes = {"cifar100": 100, "imagenet": 1000}.get(cfg.data.name, 10)
     size = 224 if cfg.data.name == "imagenet" else 32
