@@ -213,33 +213,50 @@ def _place_labels(ax, fig, pts: list[dict], labels: list[str]) -> None:
     first free spot among offsets at growing distance (a small adjustText)."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    taken = []
-    for p in pts:
-        x, y = ax.transData.transform((p["cost"], p["acc"]))
-        taken.append((x - 5, y - 5, x + 5, y + 5))
-    axes_box = ax.get_window_extent(renderer)
+    markers, placed, clusters = [], [], []       # points drawn on top of each other share one label: "4,5,7"
     for p, text in zip(pts, labels):
-        best = None
-        for dist in (6, 12, 20, 30, 42):
+        x, y = ax.transData.transform((p["cost"], p["acc"]))
+        markers.append((x - 6, y - 6, x + 6, y + 6))
+        near = next((c for c in clusters if abs(c[1] - x) < 7 and abs(c[2] - y) < 7), None)
+        if near:
+            near[3].append(text)
+        else:
+            clusters.append((p, x, y, [text]))
+    axes_box = ax.get_window_extent(renderer)
+    for p, text in ((c[0], ",".join(c[3])) for c in clusters):
+        best = None        # (overlaps, rank, box, dist, dx, dy): the first free spot, else the least crowded
+        rank = 0
+        for dist in (6, 12, 20, 30, 42, 56, 72):
             for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1)):
-                ann = ax.annotate(text, (p["cost"], p["acc"]), xytext=(dx * dist, dy * dist),
-                                  textcoords="offset points", fontsize=8,
-                                  ha="left" if dx > 0 else ("right" if dx < 0 else "center"),
-                                  va="bottom" if dy > 0 else ("top" if dy < 0 else "center"),
-                                  arrowprops=dict(arrowstyle="-", lw=0.4, color="0.5") if dist > 12 else None)
+                ann = _label(ax, p, text, dist, dx, dy)
                 bb = ann.get_window_extent(renderer)
-                box = (bb.x0, bb.y0, bb.x1, bb.y1)
-                inside = (box[0] >= axes_box.x0 and box[2] <= axes_box.x1 and box[1] >= axes_box.y0
-                          and box[3] <= axes_box.y1)
-                free = all(box[2] < t[0] or box[0] > t[2] or box[3] < t[1] or box[1] > t[3] for t in taken)
-                if inside and free:
-                    best = box
-                    break
                 ann.remove()
-            if best:
+                box = (bb.x0, bb.y0, bb.x1, bb.y1)
+                if not (box[0] >= axes_box.x0 and box[2] <= axes_box.x1 and box[1] >= axes_box.y0
+                        and box[3] <= axes_box.y1):
+                    continue
+                hits = 10 * _overlaps(box, placed) + _overlaps(box, markers)   # never on another label if avoidable
+                rank += 1
+                if best is None or (hits, rank) < best[:2]:
+                    best = (hits, rank, box, dist, dx, dy)
+                if hits == 0:
+                    break
+            if best is not None and best[0] == 0:
                 break
-        if best:
-            taken.append(best)
+        if best is not None:
+            _label(ax, p, text, *best[3:])
+            placed.append(best[2])
+
+
+def _overlaps(box: tuple, boxes: list[tuple]) -> int:
+    return sum(not (box[2] < t[0] or box[0] > t[2] or box[3] < t[1] or box[1] > t[3]) for t in boxes)
+
+
+def _label(ax, p: dict, text: str, dist: float, dx: int, dy: int):
+    return ax.annotate(text, (p["cost"], p["acc"]), xytext=(dx * dist, dy * dist), textcoords="offset points",
+                       fontsize=8, ha="left" if dx > 0 else ("right" if dx < 0 else "center"),
+                       va="bottom" if dy > 0 else ("top" if dy < 0 else "center"),
+                       arrowprops=dict(arrowstyle="-", lw=0.5, color="0.45", shrinkA=1, shrinkB=4))
 
 
 def pareto_plots(rows: list[dict], out_dir: str, families: dict[str, str]) -> dict[str, tuple[str, list[dict]]]:
@@ -256,7 +273,7 @@ def pareto_plots(rows: list[dict], out_dir: str, families: dict[str, str]) -> di
         styles[m] = _style(i)
     out = {}
     for dataset, pts in sorted(plot_points(rows, families).items()):
-        fig, ax = plt.subplots(figsize=(8, 5))
+        fig, ax = plt.subplots(figsize=(9, 5.5))
         methods = sorted({p["method"] for p in pts})
         for m in methods:
             colour, marker = styles[m]
@@ -281,9 +298,11 @@ def pareto_plots(rows: list[dict], out_dir: str, families: dict[str, str]) -> di
         ax.set_title(f"{dataset}: accuracy vs cost, judged rows of compression methods\n(mean over seeds; "
                      f"numbers: the table under the plot)", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
+        xlo, xhi = min(p["cost"] for p in pts), max(p["cost"] for p in pts)
+        ax.set_xlim(xlo / 1.4, xhi * 1.6)      # room for labels beside the outermost points
         lo, hi = min(p["acc"] for p in pts), max(p["acc"] for p in pts)
-        pad = max(0.5, 0.08 * (hi - lo))
-        ax.set_ylim(lo - pad, hi + pad)
+        pad = max(0.8, 0.15 * (hi - lo))
+        ax.set_ylim(lo - pad, hi + pad)        # room for labels above the best and below the worst points
         handles = [Line2D([], [], ls="", marker=styles[m][1], markersize=8, markerfacecolor=styles[m][0],
                           markeredgecolor=styles[m][0], label=m) for m in methods]
         handles += [Line2D([], [], ls="", marker="o", markersize=8, markerfacecolor="0.3", markeredgecolor="0.3",
