@@ -31,7 +31,8 @@ def caffe_init(model: nn.Module) -> nn.Module:
     return model
 
 
-def _init(model: nn.Module, init: str) -> nn.Module:
+def _init(model: nn.Module, init: str | None) -> nn.Module:
+    init = init or "torch"
     if init not in INITS:
         raise ValueError(f"model.init={init!r} for a LeNet; choose one of {INITS}")
     return caffe_init(model) if init == "caffe" else model
@@ -72,10 +73,10 @@ class LeNet300100(nn.Module):
 
 
 @register_model
-def lenet5(num_classes=10, in_channels=1, image_size=28, init="torch"):
+def lenet5(num_classes=10, in_channels=1, image_size=28, init=None):
     return _init(LeNet5(num_classes, in_channels, image_size), init)
 
 
 @register_model
-def lenet300_100(num_classes=10, in_channels=1, image_size=28, init="torch"):
+def lenet300_100(num_classes=10, in_channels=1, image_size=28, init=None):
     return _init(LeNet300100(num_classes, in_channels, image_size), init)

@@ -1,0 +1,29 @@
+"""Exit 0 if results/runs/<paper>.csv already holds a judged-ready row of this experiment file and seed: same
+experiment name, seed and the file's CURRENT config hash, from a clean commit. Used by the resumable
+scripts/reproduce_*.sh of the pruning and low-rank papers (a changed experiment file reruns its arms).
+Usage: python scripts/row_exists.py <group>/<name> <seed>"""
+import os
+import sys
+
+from hydra import compose, initialize_config_dir
+
+from engine.provenance import config_hash
+from engine.results import read_rows
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main(experiment: str, seed: str) -> int:
+    with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base=None):
+        cfg = compose("config", overrides=[f"experiment={experiment}", f"seed={seed}"])
+    path = os.path.join(ROOT, "results", "runs", f"{cfg.paper}.csv")
+    if not os.path.exists(path):
+        return 1
+    want = config_hash(cfg)
+    hit = any(r["experiment"] == cfg.name and str(r["seed"]) == str(seed) and r["config_hash"] == want
+              and str(r["git_dirty"]).lower() in ("false", "0") for r in read_rows(path))
+    return 0 if hit else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:3]))
