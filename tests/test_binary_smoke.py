@@ -13,7 +13,7 @@ from methods.common.binary_export import export_binary, load_binary_export, main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(os.path.relpath(p, os.path.join(ROOT, "conf", "experiment"))[:-5]
-                     for pat in ("sd_bnn/*.yaml", "ir2net/*.yaml")
+                     for pat in ("sd_bnn/*.yaml", "ir2net/*.yaml", "binary/*.yaml")
                      for p in glob.glob(os.path.join(ROOT, "conf", "experiment", pat)))
 TINY = ["data=synthetic", "data.train_size=32", "data.test_size=16", "trainer.batch_size=8",
         "trainer.eval_batch_size=16", "trainer.epochs=1"]

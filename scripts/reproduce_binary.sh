@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The decisive reduced binary grid (docs/binary.md "Decisive reduced grid", issue 14): `make reproduce-binary`.
+#
+# JPEG CIFAR-10, binary ResNet-20 (Bi-Real form), fixed class-mixed training subset of 5,120 images x 8 epochs
+# (320 steps of batch 128), flip + crop, 2,000 test images, one evaluation at the end. Arms (conf/experiment/binary/,
+# all paired by seed: same data order, same backbone init where arms share it):
+#   SGD (the papers' CIFAR recipe: lr 0.11, momentum 0.9, wd 1e-4, cosine; EDE t 1e-3 -> 10 over the 8 epochs):
+#     fp, bnn, sign_ede, sd_bnn, sd_bnn_2stage (W32A1 4 ep -> W1A1 4 ep), sd_bnn_no_wsd, sd_bnn_no_asd, irnet,
+#     approx_bnn, ir2net, ir2net_no_restriction
+#   Adam (lr 1e-3, no wd; cancels Libra-PB's division-by-sigma step-size effect): sd_bnn, sign_ede, irnet
+# Order: the decisive pairs first for seeds 0-2 (SD-BNN vs sign+EDE, IR2Net vs ApproxSign BNN, under SGD), then the
+# Adam pairs with IR-Net, then the rest, so a partial grid already gives verdicts.
+#
+# Sizing (20-step timing probe per arm, docs/binary.md): ~1.3 s per step of a one-pass arm and ~2.6 s for IR2Net
+# (two passes) on 2 busy cores, plus ~40 s per run for start-up, data and the evaluation -> ~7 min per one-pass
+# run, ~14 min per IR2Net run; 14 arms x 3 seeds = 42 runs, ~3 h one run at a time. See docs/binary.md for the
+# per-arm seconds.
+#
+# Resumable: a run whose row (experiment, seed, variant) is already in results/runs/<paper>.csv is skipped; an
+# interrupted run continues from its last epoch checkpoint (trainer.resume=auto finds its run directory).
+# Usage: bash scripts/reproduce_binary.sh [seed ...]        (default: 0 1 2)
+#        PHASES="1 2" to run only some phases; DRY=1 prints what would run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+[ -x "$PY" ] || PY=python
+export DATA_ROOT=${DATA_ROOT:-../shared/data}
+LOCK=${LOCK:-/tmp/cpu-heavy.lock}
+if [ -z "${REPRODUCE_LOCKED:-}" ] && [ -z "${DRY:-}" ]; then
+  exec flock "$LOCK" env REPRODUCE_LOCKED=1 bash "$0" "$@"
+fi
+SEEDS=("${@:-0}")
+[ $# -gt 0 ] || SEEDS=(0 1 2)
+PHASES=${PHASES:-"1 2 3"}
+PREFIX=binary/cifar10_jpeg_resnet20
+PHASE1="sd_bnn sign_ede ir2net approx_bnn"
+PHASE2="sd_bnn_adam sign_ede_adam irnet irnet_adam"
+PHASE3="fp bnn sd_bnn_2stage sd_bnn_no_wsd sd_bnn_no_asd ir2net_no_restriction"
+
+done_already() {   # experiment file, seed -> 0 if its row exists (same experiment name, seed and variant)
+  "$PY" - "$1" "$2" <<'PYEOF'
+import sys, yaml
+from engine.results import read_rows
+cfg = yaml.safe_load(open(f"conf/experiment/{sys.argv[1]}.yaml"))
+try:
+    rows = read_rows(f"results/runs/{cfg['paper']}.csv")
+except FileNotFoundError:
+    rows = []
+hit = any(r["experiment"] == cfg["name"] and str(r["seed"]) == sys.argv[2] and r["variant"] == cfg["variant"]
+          for r in rows)
+sys.exit(0 if hit else 1)
+PYEOF
+}
+
+run_arm() {
+  local exp="$PREFIX"_"$1" seed="$2"
+  if done_already "$exp" "$seed"; then echo "skip $exp seed=$seed (row exists)"; return; fi
+  echo "run  $exp seed=$seed"
+  [ -n "${DRY:-}" ] && return
+  "$PY" train.py experiment="$exp" seed="$seed" logger=none trainer.progress=false paths.results_dir=results/runs
+}
+
+for phase in $PHASES; do
+  arms=PHASE$phase
+  for seed in "${SEEDS[@]}"; do
+    for arm in ${!arms}; do run_arm "$arm" "$seed"; done
+  done
+done
+[ -n "${DRY:-}" ] || "$PY" scripts/summarize_binary.py || true
