@@ -44,8 +44,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from methods import Method, register_method
-from methods.common.channel_pruning import (apply_channel_config, canonical_shortcut_map, channel_groups,
-                                            counts_from_rates, filter_l1, prune_channels, reinitialize, top_k)
+from methods.common.channel_pruning import (_shortcut_module, apply_channel_config, canonical_shortcut_map,
+                                            channel_groups, counts_from_rates, filter_l1, prune_channels,
+                                            reinitialize, top_k)
 from methods.common.pruning_report import compression_report
 
 
@@ -191,7 +192,6 @@ def build_fused(dense: nn.Module, counts: dict, init_keep: dict, fuse_downsample
     compact = prune_channels(dense, init_keep, spec)
     for link in spec.shortcuts:
         k_dst, k_src = counts[link.dst], counts[link.src]
-        from methods.common.channel_pruning import _shortcut_module
         _set(compact, link.name, _shortcut_module(canonical_shortcut_map(k_dst, k_src), k_src))
     compact.channel_config = {"groups": dict(counts), "shortcuts": {}}
     in_group = {c: g for g in spec.groups.values() for c in g.consumers}

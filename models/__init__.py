@@ -11,6 +11,7 @@ list_models = MODELS.list
 
 from models import cifar_resnet, lenet, resnet, vgg, imagenet, binary  # noqa: E402,F401  (registration)
 from models.pretrained import load_pretrained, pretrained_info  # noqa: E402
+from models.channels import apply_channel_config  # noqa: E402
 
 
 def build_model(name: str, *, num_classes: int, in_channels: int = 3, image_size: int = 32,
@@ -18,12 +19,11 @@ def build_model(name: str, *, num_classes: int, in_channels: int = 3, image_size
     """Instantiate a registered backbone; ``pretrained`` loads local weights (never downloads).
 
     ``channel_config`` (``{"groups": {group: kept count}, "shortcuts": {...}}``) builds the physically
-    pruned (compact) form of the backbone, as methods/common/channel_pruning.py defines it."""
+    pruned (compact) form of the backbone (models/channels.py; no method is imported)."""
     model = MODELS.get(name)(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
     if pretrained:
         load_pretrained(model, name, num_classes=num_classes)
     if channel_config is not None:
-        from methods.common.channel_pruning import apply_channel_config   # lazy: compact forms of backbones
         model = apply_channel_config(model, dict(channel_config))
     return model
 
