@@ -59,10 +59,11 @@ def append_row(path: str, row: dict) -> bool:
         raise ResultsError(f"cannot write results to {path}: {e.strerror} (set paths.results_dir to a writable "
                            "folder)") from e
     try:
+        if os.path.exists(path):
+            _set_aside_torn_tail(path)
         new = not os.path.exists(path) or os.path.getsize(path) == 0
         if not new:
             _check_header(path)
-            _set_aside_torn_tail(path)
             if row.get("run_id") and row["run_id"] in {r.get("run_id") for r in _records(path)}:
                 return False
         _write_or_roll_back(path, (",".join(COLUMNS) + "\n" if new else "") + line)
@@ -99,7 +100,7 @@ def _set_aside_torn_tail(path: str) -> None:
     """A last line without its newline (a killed writer, a full disk) is moved to ``<path>.torn``."""
     with open(path, "rb") as f:
         data = f.read()
-    if data.endswith(b"\n"):
+    if not data or data.endswith(b"\n"):
         return
     keep = data.rfind(b"\n") + 1
     with open(path + ".torn", "ab") as f:
