@@ -183,16 +183,23 @@ def test_claim_flat_view_of_compare_and_within_row(tmp_path):
 
 
 def test_within_row_claim(tmp_path):
+    """Each experiment's rows on their own: the per-row margin over seeds, judged from its 95% CI."""
     body = VALID[:VALID.index("    compare:")]
     ref = R.load_reference(write(tmp_path, body + "    within_row: {filter: {method: dns}, metric: extra.ratio, min: 3.0}\n"))
-    rows = [row(run_id="a", extra={"ratio": 3.5}), row(run_id="b", extra={"ratio": 2.0}, fidelity="reduced"),
-            row(run_id="c", method="baseline", extra={"ratio": 0.0})]
+    rows = [row(run_id=f"a{s}", seed=s, experiment="a", extra={"ratio": r}) for s, r in enumerate((3.5, 3.6, 3.7))]
+    rows += [row(run_id=f"b{s}", seed=s, experiment="b", fidelity="reduced", extra={"ratio": r})
+             for s, r in enumerate((2.0, 2.1, 1.9))]
+    rows.append(row(run_id="c", method="baseline", experiment="c", extra={"ratio": 0.0}))
     res = R.evaluate_claim(ref.claims[0], rows)
-    assert [(g.key, res.held(g), res.enforced(g)) for g in res.groups] == [(("a",), True, True), (("b",), False, False)]
+    assert [(c.key, c.verdict, res.enforced(c)) for c in res.comparisons] == \
+        [(("a",), "held", True), (("b",), "not held", False)]
+    assert res.status == "inconclusive"              # one held, one not: not a verdict for the claim
     ref = R.load_reference(write(tmp_path, body + "    within_row: {filter: {method: dns}, metric: extra.p, "
                                                   "other: extra.q, margin: 0.1}\n"))
-    res = R.evaluate_claim(ref.claims[0], [row(run_id="a", extra={"p": 0.5, "q": 0.45})])
-    assert res.groups[0].diff == pytest.approx(0.05) and res.status == "not held"
+    rows = [row(run_id=f"p{s}", seed=s, experiment="a", extra={"p": 0.5, "q": q}) for s, q in
+            enumerate((0.45, 0.46, 0.44))]
+    (comp,) = R.evaluate_claim(ref.claims[0], rows).comparisons
+    assert comp.interval.diff == pytest.approx(0.05) and comp.verdict == "not held"
     with pytest.raises(R.ReferenceError, match=r"claim 'dns_no_loss': field 'within_row.min': give exactly one"):
         R.load_reference(write(tmp_path, body + "    within_row: {filter: {method: dns}, metric: x}\n"))
 
@@ -217,17 +224,22 @@ def test_missing_papers_in_directory(tmp_path):
 # ---- results rows ----------------------------------------------------------------------------------------
 
 def row(**kw):
+    """A judged row (``_judged`` as ``R.mark_judged`` sets it on clean rows of an unchanged experiment file)."""
     base = {"run_id": "r", "paper": "dns", "dataset": "mnist", "model": "lenet5", "method": "dns",
-            "fidelity": "paper", "seed": 0, "epochs": 10, "top1": 99.0, "extra": {}}
+            "fidelity": "paper", "seed": 0, "epochs": 10, "top1": 99.0, "extra": {}, "_judged": True}
     base.update(kw)
     return base
+
+
+def csv_row(**kw):
+    return {k: v for k, v in row(**kw).items() if not k.startswith("_")}
 
 
 def test_row_with_unknown_reference_names_file_line_field(tmp_path):
     refs = {"dns": R.load_reference(write(tmp_path, VALID))}
     runs = tmp_path / "runs"
-    append_row(str(runs / "dns.csv"), row(run_id="a", reference="dns:lenet5_dns"))
-    append_row(str(runs / "dns.csv"), row(run_id="b", reference="dns:lenet5_typo"))
+    append_row(str(runs / "dns.csv"), csv_row(run_id="a", reference="dns:lenet5_dns"))
+    append_row(str(runs / "dns.csv"), csv_row(run_id="b", reference="dns:lenet5_typo"))
     with pytest.raises(R.ReferenceError) as err:
         R.load_result_rows(runs, refs)
     msg = str(err.value)
@@ -236,7 +248,7 @@ def test_row_with_unknown_reference_names_file_line_field(tmp_path):
 
 def test_row_with_unknown_fidelity_and_missing_columns(tmp_path):
     runs = tmp_path / "runs"
-    append_row(str(runs / "x.csv"), row(fidelity="full"))
+    append_row(str(runs / "x.csv"), csv_row(fidelity="full"))
     with pytest.raises(R.ReferenceError, match=r"x.csv, line 2, run 'r': field 'fidelity': unknown value 'full'"):
         R.load_result_rows(runs)
     (runs / "x.csv").write_text("run_id,top1\nq,91.0\n")
@@ -313,22 +325,28 @@ def test_judgement_statuses(tmp_path):
     ref = _entry(tmp_path)
     e, m = ref.entries["lenet5_dns"], ref.entries["lenet5_dns"].metrics["top1_error"]
     rows = [row(reference="dns:lenet5_dns", top1=99.0, run_id="s0"), row(reference="dns:lenet5_dns", top1=99.2,
-                                                                          run_id="s1")]
+                                                                          run_id="s1", seed=1)]
     j = R.judge_metric(e, m, rows, "paper", ref.conventions)
-    # errors 1.0 and 0.8: mean 0.9, std 0.14142, band max(0.15, 2 x 0.14142) = 0.28284
+    # errors 1.0 and 0.8: mean 0.9, std 0.14142 (shown, never part of the band), band = floor 0.15
     assert j.values == pytest.approx([1.0, 0.8]) and j.mean == pytest.approx(0.9)
-    assert j.band == pytest.approx(0.282843, abs=1e-6) and j.delta == pytest.approx(-0.01)
+    assert j.std == pytest.approx(0.141421, abs=1e-6) and j.band == 0.15 and j.delta == pytest.approx(-0.01)
     assert j.status == "in band"                      # unverified reference: never "reproduced"
     e.verified = True
     assert j.status == "reproduced"
     far = [row(reference="dns:lenet5_dns", top1=98.0)]
     j2 = R.judge_metric(e, m, far, "paper", ref.conventions)
     assert j2.band == 0.15 and j2.status == "out of band"
-    e.known_gap = "different solver"
+    e.known_gap = R.KnownGap(metrics=("compression_ratio",), reason="different solver")
+    assert j2.status == "out of band"                 # the gap names another metric
+    e.known_gap = R.KnownGap(metrics=("top1_error",), reason="different solver")
     assert j2.status == "known gap"
+    e.known_gap, e.evidence = None, "recount"
+    assert j.status == "recounted"                    # in band, but released weights: never "reproduced"
     assert R.judge_metric(e, m, far, "reduced", ref.conventions).status == "not run"
     red = [row(reference="dns:lenet5_dns", fidelity="reduced")]
     assert R.judge_metric(e, m, red, "reduced", ref.conventions).status.startswith("reduced")
+    unjudged = [row(reference="dns:lenet5_dns", top1=50.0, _judged=False)]
+    assert R.judge_metric(e, m, unjudged, "paper", ref.conventions).status == "not run"
 
 
 def test_rounding_and_exact_status():
@@ -341,41 +359,43 @@ def test_rounding_and_exact_status():
 
 # ---- claims ----------------------------------------------------------------------------------------------
 
-def test_claim_groups_average_seeds_and_margin(tmp_path):
-    claim = _entry(tmp_path).claims[0]      # dns.top1 - baseline.top1 >= -0.2, same dataset/model/fidelity
-    rows = [row(method="dns", top1=99.0, run_id="d0"), row(method="dns", top1=98.6, run_id="d1"),
-            row(method="baseline", top1=99.1, run_id="b0"),
-            row(method="dns", model="lenet300_100", top1=97.0, run_id="d2", fidelity="reduced"),
-            row(method="baseline", model="lenet300_100", top1=98.0, run_id="b2", fidelity="reduced"),
-            row(method="baseline", model="lenet300_100", top1=90.0, run_id="smoke", fidelity="smoke"),
-            row(method="dns", model="alexnet", top1=50.0)]   # no baseline partner: no group
+def test_claim_groups_arms_and_verdicts(tmp_path):
+    claim = _entry(tmp_path).claims[0]      # dns.top1 - baseline.top1 > -0.2, same dataset/model/fidelity
+    rows = [row(method="dns", top1=t, seed=s, run_id=f"d{s}", experiment="dns5") for s, t in
+            enumerate((98.6, 98.4, 98.65))]
+    rows += [row(method="baseline", top1=t, seed=s, run_id=f"b{s}", experiment="base5") for s, t in
+             enumerate((99.1, 99.0, 99.2))]
+    rows += [row(method="dns", model="lenet300_100", top1=t, seed=s, experiment="dns3", fidelity="reduced")
+             for s, t in enumerate((97.0, 97.2, 97.1))]
+    rows += [row(method="baseline", model="lenet300_100", top1=t, seed=s, experiment="base3", fidelity="reduced")
+             for s, t in enumerate((96.0, 96.1, 96.3))]
+    rows += [row(method="baseline", model="lenet300_100", top1=90.0, run_id="smoke", fidelity="smoke",
+                 _judged=False),
+             row(method="dns", model="alexnet", top1=50.0)]   # no baseline partner: no comparison
     res = R.evaluate_claim(claim, rows)
-    assert [g.key for g in res.groups] == [("mnist", "lenet300_100", "reduced"), ("mnist", "lenet5", "paper")]
-    red, paper = res.groups
-    assert red.diff == pytest.approx(-1.0) and not res.held(red) and not res.enforced(red)
-    assert paper.diff == pytest.approx(98.8 - 99.1) and not res.held(paper) and res.enforced(paper)
-    assert res.status == "not held"
-    assert "better 98.800 (n=2; d0 d1)" in res.evidence()[1] and "NOT held" in res.evidence()[1]
-    rows[2]["top1"] = 98.9
-    res = R.evaluate_claim(claim, rows)
-    assert res.held(res.groups[1]) and res.status == "mixed"
+    assert [c.key for c in res.comparisons] == [("mnist", "lenet300_100", "reduced"), ("mnist", "lenet5", "paper")]
+    red, paper = res.comparisons
+    # paired by seed: differences 1.0 1.1 0.8 (held, reduced: not enforced); -0.5 -0.6 -0.55 (not held, enforced)
+    assert red.interval.diff == pytest.approx(0.9667, abs=1e-4) and red.verdict == "held" and not res.enforced(red)
+    assert paper.interval.test == "paired t" and paper.interval.high < -0.2
+    assert paper.verdict == "not held" and res.enforced(paper)
+    assert res.status == "inconclusive"
+    ev = res.evidence()[1]
+    assert "n=3" in ev and "95% CI" in ev and "not held" in ev
     claim.enforce = True
-    assert res.enforced(res.groups[0])
-
-
+    assert res.enforced(red)
 
 def test_claim_uses_its_own_papers_rows_unless_a_side_names_another(tmp_path):
     """Another paper's baseline of the same model (e.g. a pretrained evaluation in backbones.csv) is not pooled
     into a claim's float reference; a side that names ``paper`` may use shared rows on purpose."""
-    claim = _entry(tmp_path).claims[0]      # dns.top1 - baseline.top1 >= -0.2
+    claim = _entry(tmp_path).claims[0]      # dns.top1 - baseline.top1 > -0.2
     rows = [row(method="dns", top1=99.0, run_id="d0"), row(method="baseline", top1=99.1, run_id="own"),
             row(method="baseline", top1=90.0, run_id="other", paper="backbones")]
-    (group,) = R.evaluate_claim(claim, rows).groups
-    assert group.worse_ids == ["own"] and group.diff == pytest.approx(-0.1)
+    (comp,) = R.evaluate_claim(claim, rows).comparisons
+    assert list(comp.worse.run_ids.values()) == ["own"] and comp.interval.diff == pytest.approx(-0.1)
     claim.worse = {"method": "baseline", "paper": "backbones"}
-    (group,) = R.evaluate_claim(claim, rows).groups
-    assert group.worse_ids == ["other"] and group.diff == pytest.approx(9.0)
-
+    (comp,) = R.evaluate_claim(claim, rows).comparisons
+    assert list(comp.worse.run_ids.values()) == ["other"] and comp.interval.diff == pytest.approx(9.0)
 
 # ---- counting conventions --------------------------------------------------------------------------------
 
@@ -513,16 +533,16 @@ def test_experiment_config_extending_another_inherits_its_groups_and_fields(tmp_
 
 
 def test_two_recipes_citing_one_entry_are_judged_apart(tmp_path):
-    """Rows of two experiments citing the same entry are not pooled: a far recipe neither widens the band of a
-    close one (through the seed std) nor hides among its seeds."""
+    """Rows of two experiments citing the same entry are not pooled, and no spread widens a band: a far recipe
+    neither passes through its seed std nor hides among a close recipe's seeds."""
     ref = _entry(tmp_path)
     e, m = ref.entries["lenet5_dns"], ref.entries["lenet5_dns"].metrics["top1_error"]
     rows = [row(reference="dns:lenet5_dns", top1=99.1, experiment="faithful"),
-            row(reference="dns:lenet5_dns", top1=99.05, experiment="faithful"),
+            row(reference="dns:lenet5_dns", top1=99.05, experiment="faithful", seed=1),
             row(reference="dns:lenet5_dns", top1=97.0, experiment="other")]
     assert R.judged_experiments(e, rows, "paper") == ["faithful", "other"]
     pooled = R.judge_metric(e, m, rows, "paper", ref.conventions)
-    assert pooled.within(3.0)                            # pooling: std 1.2 -> band 2.4 lets 3 % error pass
+    assert pooled.std == pytest.approx(1.198, abs=1e-3) and pooled.band == 0.15 and not pooled.within(3.0)
     faithful = R.judge_metric(e, m, rows, "paper", ref.conventions, "faithful")
     other = R.judge_metric(e, m, rows, "paper", ref.conventions, "other")
     assert faithful.n == 2 and faithful.status == "in band" and faithful.band == pytest.approx(0.15)
