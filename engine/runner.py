@@ -43,7 +43,9 @@ def results_path(cfg) -> str:
     return os.path.join(cfg.paths.results_dir, f"{cfg.get('paper') or run_name(cfg)}.csv")
 
 
-def run_dir(cfg, launch_hash: str) -> str:
+def run_dir(cfg, launch_hash: str | None = None) -> str:
+    """``<output_dir>/<name>/<config hash as launched>-seed<seed>`` (the hash of ``cfg`` when not given)."""
+    launch_hash = launch_hash or provenance.config_hash(cfg)
     return os.path.join(cfg.paths.output_dir, run_name(cfg).replace("/", "_"), f"{launch_hash}-seed{cfg.seed}")
 
 
