@@ -290,7 +290,11 @@ def pareto_plots(rows: list[dict], out_dir: str, families: dict[str, str]) -> di
         if len(front) > 1:
             ax.plot([p["cost"] for p in front], [p["acc"] for p in front], color="0.6", ls="--", lw=0.8, zorder=1)
         ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        xlo, xhi = min(p["cost"] for p in pts) / 1.4, max(p["cost"] for p in pts) * 1.6   # room for labels
+        ax.set_xlim(xlo, xhi)
+        # ticks that fill the span without crowding: every digit within a factor 3, 1-1.5-2-3-5-7 within 20
+        subs = tuple(range(1, 10)) if xhi / xlo < 3 else (1, 1.5, 2, 3, 5, 7) if xhi / xlo < 20 else (1, 2, 5)
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("cost: OPs per image (FLOPs + BOPs/64, suite counter; MACs where no OPs)")
@@ -298,8 +302,6 @@ def pareto_plots(rows: list[dict], out_dir: str, families: dict[str, str]) -> di
         ax.set_title(f"{dataset}: accuracy vs cost, judged rows of compression methods\n(mean over seeds; "
                      f"numbers: the table under the plot)", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        xlo, xhi = min(p["cost"] for p in pts), max(p["cost"] for p in pts)
-        ax.set_xlim(xlo / 1.4, xhi * 1.6)      # room for labels beside the outermost points
         lo, hi = min(p["acc"] for p in pts), max(p["acc"] for p in pts)
         pad = max(0.8, 0.15 * (hi - lo))
         ax.set_ylim(lo - pad, hi + pad)        # room for labels above the best and below the worst points
