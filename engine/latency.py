@@ -1,20 +1,33 @@
 """Measured cost beside theoretical cost: CPU inference latency of a model.
 
-``measure_latency(model, input_shape)`` times forward passes at batch 1 and batch 64 (configurable) on
-CPU under ``torch.inference_mode`` in eval mode, after warm-up runs, and returns the **median** of the
-repeated runs in milliseconds together with the thread count it ran with (set for the measurement and
-restored afterwards). Numbers depend on the machine and on other load; compare dense and compact models
-measured in the same process, one after the other (``compare_latency``).
+``measure_latency(model, input_shape, batch_sizes)`` times forward passes (eval mode, ``torch.inference_mode``)
+at each batch size after warm-up runs and returns the **median** and the **minimum** of ``repeats`` (>= 30 by
+default) timed runs in milliseconds, with the thread count it ran with: a FIXED count (``DEFAULT_THREADS`` = 1
+unless given), set for the measurement, recorded in ``latency_device`` and restored afterwards. A fixed count
+makes rows comparable across runs and machines' load; one thread is also the least disturbed by other jobs on
+a shared machine.
+
+``compare_latency(dense, compact, ...)`` measures the two models **interleaved in blocks**: the repeats are split
+into ``blocks`` blocks and each block times dense then compact (odd blocks compact then dense), so slow drifts of
+the machine's load fall on both models alike; the speedup is reported from the medians and from the minima.
+Before issue 15 all dense runs came first and all compact runs after (2 warm-ups, 10 repeats): identical
+architectures showed batch-1 "speedups" from 0.66x to 1.71x.
 """
 from __future__ import annotations
 
 import copy
+import math
 import platform
 import statistics
 import time
 
 import torch
 import torch.nn as nn
+
+DEFAULT_THREADS = 1
+DEFAULT_REPEATS = 30
+DEFAULT_WARMUP = 5
+DEFAULT_BLOCKS = 5
 
 
 def _cpu_name() -> str:
@@ -28,50 +41,88 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-@torch.inference_mode()
-def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch_sizes=(1, 64), repeats: int = 20,
-                    warmup: int = 3, threads: int | None = None, min_time_s: float = 0.0) -> dict:
-    """Median CPU latency (ms per forward pass) at each batch size.
+def _device(n_threads: int) -> str:
+    return f"cpu: {_cpu_name()}, {n_threads} threads"
 
-    Returns ``{"latency_ms_b1": ..., "latency_ms_b64": ..., "threads": n, "repeats": r,
-    "latency_device": "cpu: <model name>, <n> threads", "per_run_ms_b1": [...], ...}``.
-    ``min_time_s`` adds repeats until that much time was spent at a batch size (stabler medians).
-    """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"latency: repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
-    old_threads = torch.get_num_threads()
-    n_threads = int(threads or old_threads)
-    model = copy.deepcopy(model).to("cpu").eval()
-    out: dict = {"threads": n_threads, "repeats": repeats, "warmup": warmup,
-                 "input_shape": list(input_shape), "latency_device": f"cpu: {_cpu_name()}, {n_threads} threads"}
-    torch.set_num_threads(n_threads)
-    try:
-        for bs in batch_sizes:
-            x = torch.randn(int(bs), *input_shape)
-            for _ in range(warmup):
-                model(x)
-            times, start = [], time.perf_counter()
-            while len(times) < repeats or (time.perf_counter() - start) < min_time_s:
-                t0 = time.perf_counter()
-                model(x)
-                times.append((time.perf_counter() - t0) * 1e3)
-            out[f"latency_ms_b{bs}"] = statistics.median(times)
-            out[f"per_run_ms_b{bs}"] = [round(t, 3) for t in times]
-    finally:
-        torch.set_num_threads(old_threads)
+
+def _check(repeats: int, warmup: int, blocks: int) -> None:
+    if repeats < 1 or warmup < 0 or blocks < 1:
+        raise ValueError(f"latency: repeats >= 1, warmup >= 0 and blocks >= 1 needed, got {repeats}, {warmup}, {blocks}")
+
+
+def _timed(model: nn.Module, x: torch.Tensor, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        model(x)
+        out.append((time.perf_counter() - t0) * 1e3)
     return out
 
 
-def compare_latency(dense: nn.Module, compact: nn.Module, input_shape, **kw) -> dict:
-    """Dense vs compact latency (measured alternately, same settings) and the speedup dense/compact."""
-    d = measure_latency(dense, input_shape, **kw)
-    c = measure_latency(compact, input_shape, **kw)
-    res = {"threads": d["threads"], "latency_device": d["latency_device"], "repeats": d["repeats"]}
-    for key in d:
-        if key.startswith("latency_ms_b"):
-            res[f"dense_{key}"] = d[key]
-            res[f"compact_{key}"] = c[key]
-            res[f"speedup_{key.removeprefix('latency_ms_')}"] = d[key] / c[key] if c[key] > 0 else float("nan")
+@torch.inference_mode()
+def _interleaved(models: list[nn.Module], input_shape, batch_sizes, repeats: int, warmup: int, blocks: int
+                 ) -> list[dict]:
+    """Per model, per batch size, ``repeats`` timed runs taken in ``blocks`` blocks that alternate the models
+    (block b runs the models in order, reversed in odd blocks)."""
+    per_block = math.ceil(repeats / blocks)
+    res = [dict() for _ in models]
+    for bs in batch_sizes:
+        x = torch.randn(int(bs), *input_shape)
+        for m in models:
+            for _ in range(warmup):
+                m(x)
+        times = [[] for _ in models]
+        for b in range(blocks):
+            order = list(range(len(models)))
+            if b % 2:
+                order.reverse()
+            for i in order:
+                times[i] += _timed(models[i], x, per_block)
+        for i, t in enumerate(times):
+            res[i][f"latency_ms_b{bs}"] = statistics.median(t)
+            res[i][f"latency_ms_min_b{bs}"] = min(t)
+            res[i][f"per_run_ms_b{bs}"] = [round(v, 3) for v in t]
+    return res
+
+
+def _run(models, input_shape, batch_sizes, repeats, warmup, threads, blocks):
+    _check(repeats, warmup, blocks)
+    old = torch.get_num_threads()
+    n_threads = int(threads or DEFAULT_THREADS)
+    models = [copy.deepcopy(m).to("cpu").eval() for m in models]
+    torch.set_num_threads(n_threads)
+    try:
+        return n_threads, _interleaved(models, input_shape, tuple(batch_sizes), repeats, warmup, blocks)
+    finally:
+        torch.set_num_threads(old)
+
+
+def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch_sizes=(1, 64),
+                    repeats: int = DEFAULT_REPEATS, warmup: int = DEFAULT_WARMUP, threads: int | None = None,
+                    blocks: int = DEFAULT_BLOCKS) -> dict:
+    """Median and minimum CPU latency (ms per forward pass) at each batch size.
+
+    Returns ``{"latency_ms_b1": median, "latency_ms_min_b1": min, "per_run_ms_b1": [...], ..., "threads": n,
+    "repeats": r, "warmup": w, "input_shape": [...], "latency_device": "cpu: <model name>, <n> threads"}``."""
+    n_threads, (res,) = _run([model], input_shape, batch_sizes, repeats, warmup, threads, blocks)
+    return {"threads": n_threads, "repeats": len(res[f"per_run_ms_b{batch_sizes[0]}"]), "warmup": warmup,
+            "input_shape": list(input_shape), "latency_device": _device(n_threads), **res}
+
+
+def compare_latency(dense: nn.Module, compact: nn.Module, input_shape, batch_sizes=(1, 64),
+                    repeats: int = DEFAULT_REPEATS, warmup: int = DEFAULT_WARMUP, threads: int | None = None,
+                    blocks: int = DEFAULT_BLOCKS) -> dict:
+    """Dense vs compact latency measured interleaved in blocks (same process, inputs, threads), and the
+    speedups dense/compact of the medians (``speedup_b<bs>``) and of the minima (``speedup_min_b<bs>``)."""
+    n_threads, (d, c) = _run([dense, compact], input_shape, batch_sizes, repeats, warmup, threads, blocks)
+    res = {"threads": n_threads, "latency_device": _device(n_threads),
+           "repeats": len(d[f"per_run_ms_b{batch_sizes[0]}"]), "blocks": blocks, "warmup": warmup}
+    for bs in batch_sizes:
+        for kind, suffix in (("median", ""), ("min", "min_")):
+            dk, ck = d[f"latency_ms_{suffix}b{bs}"], c[f"latency_ms_{suffix}b{bs}"]
+            res[f"dense_latency_ms_{suffix}b{bs}"] = dk
+            res[f"compact_latency_ms_{suffix}b{bs}"] = ck
+            res[f"speedup_{suffix}b{bs}"] = dk / ck if ck > 0 else float("nan")
     return res
 
 

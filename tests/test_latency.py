@@ -1,4 +1,5 @@
 """engine/latency.py: medians, thread count stated, restored afterwards."""
+import pytest
 import torch
 import torch.nn as nn
 
@@ -28,3 +29,28 @@ def test_row_latency_has_the_result_row_keys():
     from engine.latency import row_latency
     res = row_latency(nn.Linear(4, 2), (4,), repeats=3, warmup=0, threads=1)
     assert res["latency_ms"] > 0 and "1 threads" in res["device"] and "batch 1" in res["device"]
+
+
+def test_defaults_fixed_threads_30_repeats_min_and_median():
+    res = measure_latency(nn.Linear(4, 2), (4,), batch_sizes=(1, 64))
+    assert res["threads"] == 1 and res["repeats"] >= 30
+    for bs in (1, 64):
+        runs = res[f"per_run_ms_b{bs}"]
+        assert len(runs) >= 30 and res[f"latency_ms_min_b{bs}"] == pytest.approx(min(runs), abs=5e-4)
+
+
+def test_compare_interleaves_dense_and_compact_in_blocks():
+    calls = []
+
+    class Tag(nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def forward(self, x):
+            calls.append(self.name)
+            return x
+
+    compare_latency(Tag("d"), Tag("c"), (2,), batch_sizes=(1,), repeats=6, warmup=0, threads=1, blocks=3)
+    # blocks of 2 timed runs each: d d c c | c c d d | d d c c
+    assert "".join(calls) == "ddcc" + "ccdd" + "ddcc"

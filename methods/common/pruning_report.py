@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from engine.complexity import measure
-from engine.latency import compare_latency
+from engine.latency import DEFAULT_BLOCKS, DEFAULT_REPEATS, DEFAULT_WARMUP, compare_latency
 
 
 def compression_report(dense, compact, input_shape, latency_cfg=None) -> dict:
     """Reductions by the suite's counter and, unless ``latency_cfg.enabled`` is false, dense vs compact CPU
-    latency (median, batch sizes and threads from ``latency_cfg``) with the measured speedup."""
+    latency measured interleaved in blocks (median and min; batch sizes, repeats, blocks and the fixed thread
+    count from ``latency_cfg``, engine/latency.py defaults otherwise) with the measured speedups."""
     d, c = measure(dense, input_shape), measure(compact, input_shape)
     out = {"dense_params": d.params, "dense_flops": d.flops, "compact_params": c.params, "compact_flops": c.flops,
            "params_reduction_pct": 100.0 * (1 - c.params / d.params),
@@ -15,7 +16,8 @@ def compression_report(dense, compact, input_shape, latency_cfg=None) -> dict:
     cfg = dict(latency_cfg or {})
     if cfg.get("enabled", True):
         lat = compare_latency(dense, compact, input_shape, batch_sizes=tuple(cfg.get("batch_sizes", (1, 64))),
-                              repeats=int(cfg.get("repeats", 10)), warmup=int(cfg.get("warmup", 2)),
-                              threads=cfg.get("threads"))
+                              repeats=int(cfg.get("repeats", DEFAULT_REPEATS)),
+                              warmup=int(cfg.get("warmup", DEFAULT_WARMUP)), threads=cfg.get("threads"),
+                              blocks=int(cfg.get("blocks", DEFAULT_BLOCKS)))
         out.update({("latency_" + k if k in ("threads", "repeats") else k): v for k, v in lat.items()})
     return out
