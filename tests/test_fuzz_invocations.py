@@ -127,6 +127,13 @@ CASES = [
     ("train", ["paths.output_dir={blocked}/outputs"], "{blocked}"),
     ("train", ["paths.results_dir={blocked}/results"], "{blocked}"),
 ]
+# run through the real command line (Hydra makes its run folder in paths.output_dir before main runs)
+COMMAND_LINE_CASES = [
+    ("train", ["paths.output_dir={blocked}/outputs"], "paths.output_dir={blocked}/outputs cannot be written"),
+    ("train", ["paths.results_dir={blocked}/results"], "paths.results_dir={blocked}/results cannot be written"),
+    ("evaluate", ["paths.output_dir={blocked}/outputs"], "paths.output_dir={blocked}/outputs cannot be written"),
+    ("train", ["+method.strength=0.5"], "method.strength"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -174,11 +181,13 @@ def damaged_mnist_copies(tmp) -> dict:
     return out
 
 
-def invoke(script: str, args: list[str], tmp) -> tuple[int, str]:
+def invoke(script: str, args: list[str], tmp, command_line: bool = False) -> tuple[int, str]:
     """(exit code, printed text) of ``python <script>.py <args>`` with outputs under ``tmp``, tiny data and model."""
     data = [] if any(a.startswith("data=") for a in args) else TINY_DATA
     overrides = data + TINY_RUN + ["logger=none", "trainer.progress=false", f"paths.output_dir={tmp}/outputs",
                                    f"paths.results_dir={tmp}/results", f"paths.cache_dir={ROOT}/.cache"] + args
+    if command_line:
+        return run_command_line(script, overrides)
     config_name = "config" if script == "train" else "evaluate"
     GlobalHydra.instance().clear()
     try:
@@ -229,6 +238,16 @@ def test_bad_invocation_fails_with_one_clear_message(files, tmp_path, monkeypatc
     exit_code, text = invoke(script, [a.format(**files) for a in args], tmp_path)
     assert exit_code not in (0, None), text
     assert "Traceback" not in text, text
+    assert expected.format(**files) in text, text
+
+
+@pytest.mark.parametrize("script,args,expected", COMMAND_LINE_CASES,
+                         ids=[f"{s}:{' '.join(a)}" for s, a, _ in COMMAND_LINE_CASES])
+def test_bad_command_line_fails_with_one_clear_message(files, tmp_path, monkeypatch, script, args, expected):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    exit_code, text = invoke(script, [a.format(**files) for a in args], tmp_path, command_line=True)
+    assert exit_code == 2 and "Traceback" not in text, text
+    assert text.strip().splitlines()[-1] == f"error: {text.split('error: ')[-1].strip()}"
     assert expected.format(**files) in text, text
 
 
