@@ -128,12 +128,15 @@ def _entry_outcome(recipes: dict[str, list[str]]) -> tuple[str, str | None]:
     """(outcome, recipe) of one entry from its recipes' banded statuses: ``reproduced`` / ``in band`` /
     ``recounted`` when some recipe is within the band on every banded metric it measures, else the worst
     measured word (``out of band`` before ``known gap``), else ``reduced`` / the first not-run reason."""
+    passing: dict[str, str] = {}          # word -> the first recipe that earns it
+    for recipe, cells in recipes.items():
+        measured = {c for c in cells if c in IN_BAND or c in ("out of band", "known gap")}
+        if measured and measured <= set(IN_BAND):
+            word = "recounted" if measured == {"recounted"} else ("in band" if "in band" in measured else "reproduced")
+            passing.setdefault(word, recipe)
     for word in IN_BAND:
-        for recipe, cells in recipes.items():
-            measured = [c for c in cells if c in IN_BAND or c in ("out of band", "known gap")]
-            if measured and all(c in IN_BAND for c in measured) and word in measured \
-                    and (word == "recounted") == all(c == "recounted" for c in measured):
-                return word, recipe
+        if word in passing:
+            return word, passing[word]
     cells = [c for cs in recipes.values() for c in cs]
     for word in ("out of band", "known gap"):
         if word in cells:
