@@ -154,3 +154,17 @@ def test_binary_backbone_keeps_its_model_options(compose):
     cfg = compose(["model=bireal_resnet20", "model.downsample=B", "method=irnet", "data=synthetic"])
     _, model = _build(cfg)
     assert type(model.layer2[0].shortcut[0]) is torch.nn.Conv2d          # option B, kept FP (fp_downsample)
+
+
+@pytest.mark.smoke
+def test_ir2net_erased_pass_gets_the_teacher_through_the_trainer(compose, monkeypatch):
+    """Official ImageNet recipe: KD to the teacher on both passes. The trainer hands its task loss (with the
+    teacher's logits of the batch) to the method, so kd_loss runs twice per step."""
+    import engine.trainer as trainer
+    calls = []
+    real = trainer.kd_loss
+    monkeypatch.setattr(trainer, "kd_loss", lambda s, t, temp: calls.append(s.shape) or real(s, t, temp))
+    cfg = compose(["method=ir2net", "model=resnet20", *TINY, "trainer.max_steps=1", "trainer.distill.teacher=resnet20",
+                   "trainer.distill.teacher_pretrained=false"])
+    metrics = run(cfg)
+    assert metrics["steps"] == 1 and len(calls) == 2 and calls[0] == calls[1]
