@@ -13,7 +13,9 @@ Paper note: ../shared/papers/ucp.md ("Algorithm", "Recipe"). Stages:
    SE network trains every weight) or ``gates_only`` (backbone frozen during se_train: a short budget from a
    pretrained backbone goes into the gates only). ``selection``: ``se`` (the scores; default), ``random``
    or ``l1`` (filter L1 norm) choose the kept channels at the same widths - the controls that isolate the
-   gates' choice. Golden: tests/golden/ucp/ (official SELayer, threshold and top-k blocks).
+   gates' choice. ``allocation``: ``ucp`` (the widths of step 3) or ``uniform`` (one rate over the inner groups
+   removing the same share of FLOPs as UCP's widths, channels by score): in the retrain-from-scratch protocol only
+   the widths matter, and this is the control that isolates UCP's width allocation. Golden: tests/golden/ucp/ (official SELayer, threshold and top-k blocks).
 3. **Pruning rule** (step 3), ``threshold_count`` / ``ucp_keep``: keep channel c iff s_{l,c} > tau * mean_c s_{l,c}
    (tau = 0.999). Plain CNNs (VGG): per layer. ResNets with basic blocks (**uniform**): one kept width per stage
    for the block-inner channels — the stage's mean of the per-block threshold counts — with each block keeping
@@ -33,8 +35,9 @@ import torch
 import torch.nn as nn
 
 from methods import Method, register_method
-from methods.common.channel_pruning import (apply_channel_config, channel_groups, filter_l1, prune_channels,
-                                            reinitialize, top_k)
+from engine.complexity import measure
+from methods.common.channel_pruning import (apply_channel_config, channel_groups, filter_l1, kept_width,
+                                            prune_channels, reinitialize, top_k)
 from methods.common.pruning_report import compression_report
 
 
@@ -175,6 +178,7 @@ def ucp_keep(model: nn.Module, scores: dict[str, torch.Tensor], tau: float = 0.9
 GATE_PLACEMENTS = ("official", "every_conv")
 GATE_TRAINING = ("all", "gates_only")
 SELECTIONS = ("se", "random", "l1")
+ALLOCATIONS = ("ucp", "uniform")
 
 
 def score_targets(model: nn.Module, placement: str = "official") -> list[str]:
@@ -225,12 +229,14 @@ class UCP(Method):
         if self.init not in ("scratch", "inherit"):
             raise ValueError(f"method.init={self.init!r}; choose scratch (paper) or inherit (fine-tune)")
         for key, allowed, default in (("gate_placement", GATE_PLACEMENTS, "official"),
-                                      ("gate_training", GATE_TRAINING, "all"), ("selection", SELECTIONS, "se")):
+                                      ("gate_training", GATE_TRAINING, "all"), ("selection", SELECTIONS, "se"),
+                                      ("allocation", ALLOCATIONS, "ucp")):
             if cfg.get(key, default) not in allowed:
                 raise ValueError(f"method.{key}={cfg.get(key)!r}; choose one of {allowed}")
         self.placement = cfg.get("gate_placement", "official")
         self.gate_training = cfg.get("gate_training", "all")
         self.selection = cfg.get("selection", "se")
+        self.allocation = cfg.get("allocation", "ucp")
         self.signals: dict = {}
         names = [s["name"] for s in (cfg.get("stages") or [])]
         if names != ["se_train", "retrain"]:
@@ -266,24 +272,48 @@ class UCP(Method):
         keep = ucp_keep(plain, self.scores, float(self.cfg.get("threshold", 0.999)), self.cfg.get("stage_widths"),
                         self.cfg.get("skip_layers") or ())
         spec = channel_groups(plain)
+        if self.allocation == "uniform":
+            keep = self._uniform_keep(plain, keep, spec)
         l1 = {n: top_k(filter_l1(plain, spec[n]), len(v)).tolist() for n, v in keep.items()}
         chosen = reselect(plain, keep, self.selection, self.generator)
         # mechanism signals: how far the gates are from uniform (coefficient of variation of the scored
         # channels) and how much the SE choice overlaps the L1 choice at the same widths
         cv = [float(v.std() / v.mean()) for v in self.scores.values() if v.numel() > 1 and float(v.mean()) > 0]
-        self.signals = {"gate_score_cv_mean": sum(cv) / max(1, len(cv)),
-                        "se_l1_jaccard_mean": sum(jaccard(keep[n], l1[n]) for n in keep) / max(1, len(keep)),
-                        "chosen_se_jaccard_mean": sum(jaccard(keep[n], chosen[n]) for n in keep) / max(1, len(keep))}
+        self.signals.update({
+            "gate_score_cv_mean": sum(cv) / max(1, len(cv)),
+            "se_l1_jaccard_mean": sum(jaccard(keep[n], l1[n]) for n in keep) / max(1, len(keep)),
+            "chosen_se_jaccard_mean": sum(jaccard(keep[n], chosen[n]) for n in keep) / max(1, len(keep))})
         compact = prune_channels(plain, chosen)
         if self.init == "scratch":
             reinitialize(compact, self.generator)
         self.config = compact.channel_config
         return compact
 
+    def _uniform_keep(self, plain, keep, spec):
+        """Same FLOPs share as UCP's widths, one rate over the inner groups; top channels by score."""
+        from methods.l1_prune import uniform_rate_for_flops
+
+        shape = self._input_shape
+        share = 1 - measure(prune_channels(plain, keep), shape).flops / measure(plain, shape).flops
+        dense = measure(plain, shape).flops
+        hi = uniform_rate_for_flops(plain, share, shape, "inner")
+
+        def counts(rate):
+            return {n: kept_width(spec[n].width, rate) for n in spec.names("inner")}
+
+        def achieved(rate):
+            return 1 - measure(apply_channel_config(plain, counts(rate)), shape).flops / dense
+
+        # integer widths: the rate just below the bisection's bracket may land closer to UCP's share
+        rate = min((hi, max(0.0, hi - 2e-3)), key=lambda r: abs(achieved(r) - share))
+        self.signals.update(uniform_rate=rate, ucp_flops_share=share, uniform_flops_share=achieved(rate))
+        return {n: top_k(self.scores[spec[n].producers[0]], k).tolist() for n, k in counts(rate).items()}
+
     def metrics(self, model):
         out = {"channel_config": self.config, "init": self.init,
                "threshold": float(self.cfg.get("threshold", 0.999)), "gate_placement": self.placement,
-               "gate_training": self.gate_training, "selection": self.selection, **self.signals}
+               "gate_training": self.gate_training, "selection": self.selection, "allocation": self.allocation,
+               **self.signals}
         if self._dense is not None and self._input_shape is not None:
             out.update(compression_report(self._dense, model, self._input_shape, self.cfg.get("latency")))
         return out

@@ -94,3 +94,28 @@ def test_se_insert_score_remove_roundtrip():
     remove_se(model)
     with torch.no_grad():
         torch.testing.assert_close(model(x), before)
+
+
+def test_selection_and_allocation_controls():
+    """selection random/l1 keep UCP's widths with other channels; allocation uniform matches UCP's FLOPs share."""
+    from omegaconf import OmegaConf
+    from methods import RunContext, build_method
+    from engine.complexity import measure
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 32, 32)
+    ctx = RunContext(num_classes=10, in_channels=3, image_size=32, device="cpu", train_loader=[(x, None)])
+    stage = None
+    res = {}
+    for sel, alloc in (("se", "ucp"), ("random", "ucp"), ("l1", "ucp"), ("se", "uniform")):
+        m = build_method(OmegaConf.create({"name": "ucp", "selection": sel, "allocation": alloc, "init": "inherit",
+                                           "stages": [{"name": "se_train"}, {"name": "retrain"}], "latency": {"enabled": False}}))
+        torch.manual_seed(1)                       # the same backbone for every arm
+        model = m.transform(build_model("resnet20", num_classes=10), ctx)
+        stage = m.stages()[0]
+        compact = m.on_stage_end(stage, model, ctx)
+        res[(sel, alloc)] = (m.config["groups"], measure(compact, (3, 32, 32)).flops, m.signals)
+    assert res[("se", "ucp")][0] == res[("random", "ucp")][0] == res[("l1", "ucp")][0]
+    assert res[("random", "ucp")][2]["chosen_se_jaccard_mean"] < 1.0
+    ucp_flops, uni_flops = res[("se", "ucp")][1], res[("se", "uniform")][1]
+    assert abs(uni_flops - ucp_flops) / ucp_flops < 0.05
