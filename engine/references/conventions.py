@@ -3,7 +3,7 @@
 rounding when a recount is called exact."""
 from __future__ import annotations
 
-from engine.references.schema import COUNTERS, Conventions, ReferenceError
+from engine.references.schema import COUNTERS, PARAMS_CONVENTIONS, Conventions, ReferenceError
 
 def convention_terms(model, input_shape: tuple[int, ...], counter: str, bn_counted: bool | None = None) -> dict:
     """Element operations a counter adds on top of conv/linear MACs, measured with forward hooks.
