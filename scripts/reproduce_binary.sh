@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The decisive reduced binary grid (docs/binary.md "Decisive reduced grid", issue 14): `make reproduce-binary`.
 #
-# JPEG CIFAR-10, binary ResNet-20 (Bi-Real form), fixed class-mixed training subset of 5,120 images x 8 epochs
-# (320 steps of batch 128), flip + crop, 2,000 test images, one evaluation at the end. Arms (conf/experiment/binary/,
+# JPEG CIFAR-10, binary ResNet-20 (Bi-Real form), fixed class-mixed training subset of 3,840 images x 8 epochs
+# (240 steps of batch 128), flip + crop, 2,000 test images, one evaluation at the end. Arms (conf/experiment/binary/,
 # all paired by seed: same data order, same backbone init where arms share it):
 #   SGD (the papers' CIFAR recipe: lr 0.11, momentum 0.9, wd 1e-4, cosine; EDE t 1e-3 -> 10 over the 8 epochs):
 #     fp, bnn, sign_ede, sd_bnn, sd_bnn_2stage (W32A1 4 ep -> W1A1 4 ep), sd_bnn_no_wsd, sd_bnn_no_asd, irnet,
@@ -11,10 +11,10 @@
 # Order: the decisive pairs first for seeds 0-2 (SD-BNN vs sign+EDE, IR2Net vs ApproxSign BNN, under SGD), then the
 # Adam pairs with IR-Net, then the rest, so a partial grid already gives verdicts.
 #
-# Sizing (20-step timing probe per arm, docs/binary.md): ~1.3 s per step of a one-pass arm and ~2.6 s for IR2Net
-# (two passes) on 2 busy cores, plus ~40 s per run for start-up, data and the evaluation -> ~7 min per one-pass
-# run, ~14 min per IR2Net run; 14 arms x 3 seeds = 42 runs, ~3 h one run at a time. See docs/binary.md for the
-# per-arm seconds.
+# Sizing (20-step timing probe per arm, scripts/bench_binary.py, process CPU time, 1 thread, batch 128): FP 0.75 s
+# per step, one-pass binary arms 0.68-0.96 s, IR2Net 1.63 s (two passes), plus ~20 s per run for start-up, data and
+# the evaluation -> 180-250 s per one-pass run, ~410 s per IR2Net run; 3,270 s per seed for all 14 arms, 42 runs =
+# ~2.7 h one run at a time (per-arm table: docs/binary.md "Sizing").
 #
 # Resumable: a run whose row (experiment, seed, variant) is already in results/runs/<paper>.csv is skipped; an
 # interrupted run continues from its last epoch checkpoint (trainer.resume=auto finds its run directory).
