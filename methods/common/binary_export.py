@@ -9,7 +9,8 @@ Payload entries (in header order):
   Libra standardisation already applied), +1 -> bit 1, -1 -> bit 0, ``numpy.packbits`` (each layer padded to a
   whole byte);
 - ``param``: every other parameter as float32 — exactly what engine/complexity.py counts in ``size_bits``;
-- ``scale``: per-channel scales of scaled binary layers (XNOR mean|w|, Bi-Real mean|w| folded back into the weight on reload, IR-Net 2^k), float32;
+- ``scale``: per-channel scales of scaled binary layers (XNOR mean|w|, Bi-Real mean|w| (folded back into the
+  weight on reload), IR-Net 2^k), float32;
 - ``buffer``: BatchNorm statistics and other buffers, raw.
 
 So ``8 * param_bytes = size_bits + padding`` (padding < 8 bits per binary layer), and the file is
