@@ -12,7 +12,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -96,36 +96,32 @@ DATASET_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar10_jpe
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
+class Range(NamedTuple):
+    ok: Callable[[Any], bool]
+    expected: str
+
+
 def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _at_least(low):
-    return lambda v: _number(v) and v >= low, f">= {low}"
+def at_least(low) -> Range:
+    return Range(lambda v: _number(v) and v >= low, f">= {low}")
 
 
-def _positive():
-    return lambda v: _number(v) and v > 0, "> 0"
-
-
-def _fraction(high_open: bool = True):
-    return (lambda v: _number(v) and 0 <= v < 1, "in [0, 1)") if high_open else (
-        lambda v: _number(v) and 0 <= v <= 1, "in [0, 1]")
-
-
-def _count_or_null():
-    return lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1), \
-        "an integer >= 1, or null for no limit"
-
-
+POSITIVE = Range(lambda v: _number(v) and v > 0, "> 0")
+FRACTION = Range(lambda v: _number(v) and 0 <= v < 1, "in [0, 1)")
+UNIT = Range(lambda v: _number(v) and 0 <= v <= 1, "in [0, 1]")
+COUNT_OR_NULL = Range(lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+                      "an integer >= 1, or null for no limit")
 TRAINER_RANGES = {
-    "epochs": _at_least(0), "batch_size": _positive(), "eval_batch_size": _positive(),
-    "optimizer.lr": _positive(), "optimizer.momentum": _fraction(), "optimizer.weight_decay": _at_least(0),
-    "scheduler.warmup_epochs": _at_least(0), "scheduler.step_size": _positive(), "scheduler.gamma": _at_least(0),
-    "scheduler.power": _at_least(0), "scheduler.min_lr_scale": _fraction(high_open=False),
-    "label_smoothing": _fraction(), "distill.alpha": _fraction(high_open=False), "distill.temperature": _positive(),
-    "eval_every": _at_least(1), "log_every": _at_least(1), "limit_batches": _count_or_null(),
-    "limit_eval_batches": _count_or_null(), "max_steps": _count_or_null(),
+    "epochs": at_least(0), "batch_size": POSITIVE, "eval_batch_size": POSITIVE,
+    "optimizer.lr": POSITIVE, "optimizer.momentum": FRACTION, "optimizer.weight_decay": at_least(0),
+    "scheduler.warmup_epochs": at_least(0), "scheduler.step_size": POSITIVE, "scheduler.gamma": at_least(0),
+    "scheduler.power": at_least(0), "scheduler.min_lr_scale": UNIT,
+    "label_smoothing": FRACTION, "distill.alpha": UNIT, "distill.temperature": POSITIVE,
+    "eval_every": at_least(1), "log_every": at_least(1), "limit_batches": COUNT_OR_NULL,
+    "limit_eval_batches": COUNT_OR_NULL, "max_steps": COUNT_OR_NULL,
 }
 
 
@@ -153,12 +149,12 @@ def checked_trainer(trainer_cfg, where: str = "trainer"):
 
 
 def check_trainer_ranges(tcfg, where: str = "trainer") -> None:
-    for key, (ok, expected) in TRAINER_RANGES.items():
+    for key, allowed in TRAINER_RANGES.items():
         value = OmegaConf.select(tcfg, key)
-        if not ok(value):
-            raise ConfigError(f"{where}.{key}={value!r} is out of range: expected {expected}")
+        if not allowed.ok(value):
+            raise ConfigError(f"{where}.{key}={value!r} is out of range: expected {allowed.expected}")
     betas = list(tcfg.optimizer.betas)
-    if len(betas) != 2 or not all(_fraction()[0](b) for b in betas):
+    if len(betas) != 2 or not all(FRACTION.ok(b) for b in betas):
         raise ConfigError(f"{where}.optimizer.betas={betas} is out of range: expected two numbers in [0, 1)")
 
 
@@ -202,8 +198,8 @@ def check_run_values(cfg) -> None:
             raise ConfigError(f"{key}={value!r} is not a plain file name: use letters, digits, '_', '-' and '.' "
                               f"(it names the results CSV and the run folder)")
     for key in ("train_subset", "test_subset"):
-        if not _count_or_null()[0](cfg.data.get(key)):
-            raise ConfigError(f"data.{key}={cfg.data.get(key)!r} is out of range: expected {_count_or_null()[1]}")
+        if not COUNT_OR_NULL.ok(cfg.data.get(key)):
+            raise ConfigError(f"data.{key}={cfg.data.get(key)!r} is out of range: expected {COUNT_OR_NULL.expected}")
     expected = DATASET_CLASSES.get(cfg.data.name)
     if expected is not None and cfg.data.get("num_classes") != expected:
         raise ConfigError(f"data.num_classes={cfg.data.get('num_classes')!r} does not match {cfg.data.name}, "

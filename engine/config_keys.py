@@ -38,10 +38,11 @@ def group_keys(group: str, name: str) -> DictConfig | None:
 
 
 def unknown_keys(node, allowed, where: str, recurse: bool) -> list[str]:
-    """Keys of ``node`` not in ``allowed`` (``<where>.<key>: ... allowed here: ...``), nested blocks if asked."""
+    """Keys of ``node`` not in ``allowed`` (``<where>.<key>: ... allowed here: ...``), nested blocks if asked. A key
+    set to null counts as absent (an experiment switching methods blanks the keys of the one it inherited)."""
     found = []
     for key in node:
-        if key not in allowed:
+        if key not in allowed and node[key] is not None:
             close = difflib.get_close_matches(str(key), [str(k) for k in allowed], n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             found.append(f"{where}.{key}: unknown key{hint}; allowed here: {', '.join(map(str, allowed))}")
