@@ -216,8 +216,9 @@ def check_choice(cfg, key: str, allowed) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}")
 
 
-def validate(cfg) -> None:
-    """Fail fast, naming the key, before any data is loaded."""
+def validate(cfg, unknown_keys: bool = True) -> None:
+    """Fail fast, naming the key, before any data is loaded. ``unknown_keys=False`` skips the unknown-key check of
+    the groups outside ``trainer`` (a checkpoint's stored config may hold keys from an older version of conf/)."""
     from data import DATASETS
     from methods import METHODS
     from models import MODELS
@@ -245,5 +246,6 @@ def validate(cfg) -> None:
             raise ConfigError("method.stages: every stage needs a 'name'")
         where = f"method.stages[{stage.name}].trainer"
         check_trainer_ranges(checked_trainer(OmegaConf.merge(cfg.trainer, stage.get("trainer") or {}), where), where)
-    check_keys(cfg)
+    if unknown_keys:
+        check_keys(cfg)
     check_run_values(cfg)

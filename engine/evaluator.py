@@ -74,7 +74,7 @@ def evaluate_checkpoint(cfg, overridden=()) -> dict:
             check_overrides_agree(cfg, blob["config"], overridden, cfg.checkpoint)
             data_overridden = any(key.split(".")[0] in ("data", "experiment") for key in overridden)
             cfg = merge_checkpoint_config(cfg, blob["config"], data_overridden)
-    validate(cfg)
+    validate(cfg, unknown_keys=False)     # the command line's keys were checked above; the checkpoint's are its own
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     device = pick_device(cfg.trainer.device)
     apply_pretrained_normalization(cfg)

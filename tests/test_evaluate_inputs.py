@@ -4,6 +4,7 @@ import glob
 import os
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from engine.config import ConfigError
@@ -21,12 +22,16 @@ def test_a_checkpoint_is_read_with_the_current_data_root(compose):
     assert merged.data.root == cfg.paths.data_root == os.environ["DATA_ROOT"]
 
 
-def test_overrides_that_agree_with_the_checkpoint_are_accepted_and_others_named(compose):
+def test_a_checkpoint_takes_agreeing_overrides_and_its_own_old_keys_and_names_a_conflict(compose):
     trained = compose(TINY)
     top1 = run(trained)["top1"]
     (final,) = glob.glob(os.path.join(trained.paths.output_dir, "**", "final.pt"), recursive=True)
     cfg = compose(TINY + [f"checkpoint={final}"], config_name="evaluate")
     assert evaluate_checkpoint(cfg, overridden=["model", "data", "checkpoint"])["top1"] == top1
+    blob = torch.load(final, weights_only=True)
+    blob["config"]["method"]["retired_key"] = 1        # stored by an older version of conf/method/baseline.yaml
+    torch.save(blob, final)
+    assert evaluate_checkpoint(cfg, overridden=["checkpoint"])["top1"] == top1
     with pytest.raises(ConfigError, match=r"model.name: checkpoint .*final.pt was trained with model.name='lenet300_100', "
                                           r"not 'lenet5'"):
         evaluate_checkpoint(compose(TINY + [f"checkpoint={final}", "model=lenet5"], config_name="evaluate"),
