@@ -214,11 +214,11 @@ class _BinaryMixin:
     @torch.no_grad()
     def export_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(the +-1 weight, per-output-channel scale or None) as the packed export stores them."""
-        w, scale = self.binary_weight()
         if self.scaling == "bireal" and self.binarize_weights and not self.frozen:
-            dims = tuple(range(1, w.dim()))
-            return torch.where(w >= 0, 1.0, -1.0).to(w.dtype), w.abs().mean(dim=dims)
-        return w, scale
+            w = self.weight if self.weight_pre is None else self.weight_pre(self.weight)
+            dims = tuple(range(1, w.dim()))     # the same expression as binary_weight: bit-exact reload
+            return _sign(w), w.abs().mean(dim=dims, keepdim=True).flatten()
+        return self.binary_weight()
 
     def binary_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.act_pre is not None:
