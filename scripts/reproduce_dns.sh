@@ -20,10 +20,7 @@
 #   SEEDS5="0 1 2"  SEEDS300="0 1"   surgery seeds (all start from the same released dense model)
 #   ABLATION=1         also the no-splice ablation (seed 0)
 # own: REF5=<dense LeNet-5 final.pt> reuses one, e.g. the backbones/mnist_lenet5 run.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export RESULTS_DIR=${RESULTS_DIR:-results/runs}   # tracked rows (ad-hoc runs default to outputs/results)
-source scripts/reproduce_lib.sh
+source "$(dirname "$0")/reproduce_lib.sh"
 SEEDS5=${SEEDS5:-"0 1 2"}
 SEEDS300=${SEEDS300:-"0 1"}
 PHASES=${PHASES:-caffe_init}

@@ -3,6 +3,12 @@
 # clean commit (scripts/row_exists.py); an interrupted run continues from its last epoch checkpoint
 # (trainer.resume=auto). Only the seed is overridden, so the rows are judged (engine/provenance.py).
 # DRY=1 prints what would run. Heavy runs hold the shared CPU lock one at a time.
+# Sourced as `source "$(dirname "$0")/reproduce_lib.sh" "$@"`: SEEDS = the script's arguments (default 0 1 2).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export RESULTS_DIR=${RESULTS_DIR:-results/runs}   # tracked rows (ad-hoc runs default to outputs/results)
+SEEDS=("$@")
+[ $# -gt 0 ] || SEEDS=(0 1 2)
 PY=${PY:-.venv/bin/python}
 [ -x "$PY" ] || PY=python
 export DATA_ROOT=${DATA_ROOT:-../shared/data}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# CC reruns of issue 15 (docs/lowrank.md). Rows -> results/runs/cc.csv, judged (only the seed is overridden).
+# Usage: bash scripts/reproduce_cc.sh [seed ...]            (default seeds 0 1 2; `make reproduce-cc`)
+#        DRY=1 prints the plan. PHASES=old: the issue-7 rows (legacy curve).
+#
+# Joint (pruning + TD) vs pruning-only vs TD-only at equal planned MACs (com_ratio 0.5; the official joint curve for
+# every arm, so the per-layer budgets are identical), pretrained ResNet-20, fine-tuned 5 epochs x 40 batches,
+# paired seed by seed. Rows carry the strict MACs and the official counter's (extra.macs_official).
+# Claims: cc_joint_beats_pruning, cc_joint_beats_td (results/reference/cc.yaml).
+# SIZING: filled from the probe (docs/lowrank.md)
+#
+# Resumable: scripts/reproduce_lib.sh skips an arm whose row exists at the file's current config hash.
+source "$(dirname "$0")/reproduce_lib.sh" "$@"
+PHASES=${PHASES:-main}
+
+for phase in $PHASES; do
+  case $phase in
+    main)
+      for s in "${SEEDS[@]}"; do
+        for v in joint pruning td; do arm cc/cifar10_jpeg_resnet20_${v}_official "$s"; done
+      done ;;
+    old)
+      for v in joint pruning td; do arm cc/cifar10_jpeg_resnet20_${v}_reduced 0; done ;;
+    *) echo "unknown phase $phase (main | old)" >&2; exit 2 ;;
+  esac
+done
