@@ -2,6 +2,8 @@
 
 Golden values are hand-computed; each expected number's arithmetic is in the comment beside it.
 """
+import os
+
 import pytest
 import torch
 import torch.nn as nn
@@ -218,3 +220,14 @@ def test_decay_conv_only_param_groups():
     assert all(p.ndim == 4 for p in decay["params"])
     assert {named[id(p)] for p in nodecay["params"]} >= {"fc.weight", "fc.bias", "bn1.weight", "head_bn.weight"}
     assert len(decay["params"]) + len(nodecay["params"]) == len(list(model.parameters()))
+
+
+def test_models_never_import_methods():
+    """The binary layers are model building blocks (models/binary_layers.py): building a binary backbone loads no
+    methods/ module (before, models/binary.py imported methods/common/binary.py, which imported models/binary.py)."""
+    import subprocess
+    import sys
+    code = ("import sys, models; models.build_model('bireal_resnet20', num_classes=10); "
+            "models.build_model('bireal_resnet18', num_classes=10, image_size=64); "
+            "sys.exit(any(k.split('.')[0] == 'methods' for k in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__))).returncode == 0
