@@ -39,16 +39,21 @@ def git_info(root: str | None = None) -> tuple[str, bool]:
         return "unknown", False
 
 
-def _without_nulls(node):
+def _without_unset(node):
+    """``node`` without the keys whose value is null, false or an empty list/mapping (recursively)."""
     if isinstance(node, dict):
-        return {k: _without_nulls(v) for k, v in node.items() if v is not None}
+        kept = {k: _without_unset(v) for k, v in node.items()}
+        return {k: v for k, v in kept.items() if v is not None and v is not False and v != [] and v != {}}
+    if isinstance(node, list):
+        return [_without_unset(v) for v in node]
     return node
 
 
 def config_hash(cfg) -> str:
-    """Hash of the resolved config minus paths/logging/resume keys, the seed (so seeds share a hash) and null
-    values (a new option whose default is null leaves earlier rows' hashes as they were)."""
-    data = _without_nulls(OmegaConf.to_container(cfg, resolve=True))
+    """Hash of the resolved config minus paths/logging/resume keys, the seed (so seeds share a hash) and unset
+    values (null, false, empty): a new option whose default is off leaves earlier rows' hashes as they were, so
+    their verdicts survive it; any option set on, or any value changed, gives a new hash."""
+    data = _without_unset(OmegaConf.to_container(cfg, resolve=True))
     for key in _IGNORED_TOP + ("seed",):
         data.pop(key, None)
     for key in _IGNORED_TRAINER:
