@@ -1,10 +1,11 @@
 """Unknown keys outside ``trainer``: each group's allowed keys are read from its option files in ``conf/``.
 
 ``data`` and ``method``: the keys of every ``conf/<group>/*.yaml`` whose ``name`` is the configured name (an
-option extending another of its group, like ``data/mnist_caffe``, includes its parent's keys); ``data``'s nested
-blocks (``augment``) are checked too. ``model``: its option files' keys and the factory's keyword arguments.
-``logger`` and the top level: the keys of their own files. A key outside these sets is a misspelling or a key
-that no code reads; to add one, add it (with its default) to the option file.
+option extending another of its group, like ``data/mnist_caffe``, includes its parent's keys; every method may also
+have ``stages`` and ``seed``, read by methods/base.py); ``data``'s nested blocks (``augment``) are checked too.
+``model``: its option files' keys and the factory's keyword arguments. ``logger`` and the top level: the keys of
+their own files. A key outside these sets is a misspelling or a key that no code reads; to add one, add it (with
+its default) to the option file.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
 MODEL_BUILD_KEYS = {"name", "pretrained", "channel_config"}   # models.build_model's own arguments
 MODEL_SHAPE_KEYS = {"num_classes", "in_channels", "image_size"}  # given by the data, never by the model config
+METHOD_BASE_KEYS = ("stages", "seed")   # read by methods/base.py for every method
 
 
 @functools.cache
@@ -34,7 +36,10 @@ def group_keys(group: str, name: str) -> DictConfig | None:
     """The union of the option files of ``group`` whose ``name`` is ``name`` (None when no file has it)."""
     options = [os.path.basename(p)[:-5] for p in sorted(glob.glob(os.path.join(CONF, group, "*.yaml")))]
     matching = [_option(group, o) for o in options if _option(group, o).get("name") == name]
-    return OmegaConf.merge(*matching) if matching else None
+    if not matching:
+        return None
+    base = [OmegaConf.create(dict.fromkeys(METHOD_BASE_KEYS))] if group == "method" else []
+    return OmegaConf.merge(*matching, *base)
 
 
 def unknown_keys(node, allowed, where: str, recurse: bool) -> list[str]:
