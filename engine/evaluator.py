@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import time
 
-import torch
 from omegaconf import OmegaConf
 
 from data import build_data

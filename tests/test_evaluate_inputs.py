@@ -32,8 +32,8 @@ def test_a_checkpoint_takes_agreeing_overrides_and_its_own_old_keys_and_names_a_
     blob["config"]["method"]["retired_key"] = 1        # stored by an older version of conf/method/baseline.yaml
     torch.save(blob, final)
     assert evaluate_checkpoint(cfg, overridden=["checkpoint"])["top1"] == top1
-    with pytest.raises(ConfigError, match=r"model.name: checkpoint .*final.pt was trained with model.name='lenet300_100', "
-                                          r"not 'lenet5'"):
+    conflict = r"model.name: checkpoint .*final.pt was trained with model.name='lenet300_100', not 'lenet5'"
+    with pytest.raises(ConfigError, match=conflict):
         evaluate_checkpoint(compose(TINY + [f"checkpoint={final}", "model=lenet5"], config_name="evaluate"),
                             overridden=["model.name", "checkpoint"])
 
