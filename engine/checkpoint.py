@@ -123,7 +123,11 @@ def run_folder_of(resume: str) -> str | None:
     ``<run>/stage<i>-<name>/last.pt``), which the run continues in; None for ``auto`` and ``never``."""
     if resume in ("auto", "never"):
         return None
-    folder = os.path.dirname(os.path.abspath(resume))
-    if re.fullmatch(r"stage\d+-.+", os.path.basename(folder)):
-        folder = os.path.dirname(folder)
-    return folder
+    folder, name = os.path.split(os.path.abspath(resume))
+    if name == "final.pt":
+        return folder
+    if name in ("last.pt", "trained.pt") and re.fullmatch(r"stage\d+-.+", os.path.basename(folder)):
+        return os.path.dirname(folder)
+    raise CheckpointError(f"trainer.resume={resume}: expected a checkpoint inside a run folder, "
+                          "<run>/stage<i>-<name>/last.pt or <run>/final.pt (use trainer.init_checkpoint to start "
+                          "from other weights)")

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from engine import config_keys
+from engine.checkpoint import CheckpointError, run_folder_of
 from engine.optim import OPTIMIZERS, SCHEDULERS
 
 
@@ -208,6 +209,10 @@ def check_run_values(cfg) -> None:
     if resume not in ("auto", "never") and not os.path.isfile(str(resume)):
         raise ConfigError(f"trainer.resume={resume!r}: expected auto, never, or the path of a checkpoint file "
                           f"(last.pt or final.pt of a run); no such file")
+    try:
+        run_folder_of(str(resume))
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from None
 
 
 def check_choice(cfg, key: str, allowed) -> None:

@@ -97,6 +97,7 @@ CASES = [
     ("train", ["trainer.resume=maybe"], "trainer.resume"),
     ("train", ["trainer.resume={missing}"], "trainer.resume"),
     ("train", ["trainer.resume={folder}"], "trainer.resume"),
+    ("train", ["trainer.resume={truncated}"], "inside a run folder"),
     ("train", ["trainer.init_checkpoint={missing}"], "{missing}"),
     ("train", ["trainer.init_checkpoint={truncated}"], "{truncated}"),
     ("train", ["trainer.init_checkpoint={empty}"], "{empty}"),
