@@ -10,7 +10,10 @@
 # Phase long: the probe's best rho (set in tt_admm/cifar10_jpeg_resnet20_admm_long.yaml; 1e-2 before the probe -
 #   edit and commit it if the probe says otherwise) vs TT-SVD + fine-tuning at 600 equal steps, same ranks.
 #   Claim: tt_admm_beats_tt_svd.
-# SIZING: filled from the probe (docs/lowrank.md)
+# Sizing (timing probe scripts/probe_step_time.py: 3 training steps of batch 128 per model, random inputs, 2 threads, load average 5.4-6.2 on the 2 shared cores, 17:58 UTC; start-up, data, evaluation and latency add ~3 min per run):
+#   ResNet-20 ADMM step 2.45 s, Z/U update 1.2 s, TT ResNet-20 fine-tune step 1.74 s, stage-start projection 3.7 s.
+#   probe run: 100 ADMM + 60 FT steps ~7 min -> phase probe (5 rho x 3 seeds) ~1.8 h; long: ADMM run (400 + 200
+#   steps) ~24 min, TT-SVD run (600 steps) ~19 min -> phase long (3 seeds) ~2.2 h. On an idle machine ~a third.
 #
 # Resumable: scripts/reproduce_lib.sh skips an arm whose row exists at the file's current config hash.
 source "$(dirname "$0")/reproduce_lib.sh" "$@"
