@@ -49,11 +49,30 @@ def _without_unset(node):
     return node
 
 
+def _mask_paths(node, paths: list[tuple[str, str]]):
+    """Strings that start with a ``paths.*`` folder written back as ``${paths.<name>}...``: where this machine
+    keeps its data and outputs is not part of what a run computes."""
+    if isinstance(node, dict):
+        return {k: _mask_paths(v, paths) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_mask_paths(v, paths) for v in node]
+    if isinstance(node, str):
+        for name, folder in paths:
+            if node == folder or node.startswith(folder.rstrip("/") + "/"):
+                return "${paths." + name + "}" + node[len(folder):]
+    return node
+
+
 def config_hash(cfg) -> str:
     """Hash of the resolved config minus paths/logging/resume keys, the seed (so seeds share a hash) and unset
     values (null, false, empty): a new option whose default is off leaves earlier rows' hashes as they were, so
-    their verdicts survive it; any option set on, or any value changed, gives a new hash."""
-    data = _without_unset(OmegaConf.to_container(cfg, resolve=True))
+    their verdicts survive it; any option set on, or any value changed, gives a new hash. Values under a
+    ``paths.*`` folder (``data.root``, an analysis output folder) are hashed relative to it, so the hash is the
+    same on every machine and for every ``DATA_ROOT`` / ``RESULTS_DIR``."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    folders = sorted(((k, str(v)) for k, v in (data.get("paths") or {}).items() if v not in (None, "", ".")),
+                     key=lambda kv: -len(kv[1]))
+    data = _without_unset(_mask_paths(data, folders))
     for key in _IGNORED_TOP + ("seed",):
         data.pop(key, None)
     for key in _IGNORED_TRAINER:
