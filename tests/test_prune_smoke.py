@@ -94,3 +94,24 @@ def test_experiment_files_compose_and_build_their_method(compose, name):
         return
     method = build_method(cfg.method)
     assert method.family == ("baseline" if cfg.method.name == "baseline" else "prune")
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("experiment", ["dcff/cifar10_jpeg_resnet56_scratch", "dcff/cifar10_jpeg_resnet56_l1_scratch",
+                                        "ucp/cifar10_jpeg_resnet56_select_random",
+                                        "ucp/cifar10_jpeg_resnet56_scratch_uniform"])
+def test_issue15_rerun_cells_run(compose, tmp_path, experiment):
+    """The issue-15 rerun files run through the engine (synthetic data, 2 steps per stage, latency on: the row's
+    latency_ms and latency_device are filled)."""
+    from engine.results import read_rows
+    paper = experiment.split("/")[0]
+    metrics = run(compose([f"experiment={experiment}", *TINY, "trainer.limit_batches=2", "method.score_batches=1",
+                           "trainer.latency=true"] if paper == "ucp" else
+                          [f"experiment={experiment}", *TINY, "trainer.limit_batches=2", "trainer.latency=true"]))
+    row = read_rows(str(tmp_path / "results" / f"{paper}.csv"))[-1]
+    assert float(row["latency_ms"]) > 0 and "1 threads" in row["latency_device"]
+    assert metrics["extra"]["flops_reduction_pct"] > 0
+    if experiment == "dcff/cifar10_jpeg_resnet56_scratch":
+        assert metrics["extra"]["score_rule"] == "official"
+    if experiment.endswith("uniform"):
+        assert metrics["extra"]["allocation"] == "uniform" and "uniform_flops_share" in metrics["extra"]
