@@ -99,7 +99,7 @@ class TTADMM(Method):
         self.stage_kind = None
         self.stage_epoch = 0
         self.rho = float(cfg.get("rho", 1e-3))
-        self.order = cfg.get("admm_order", "official")
+        self.order = cfg.get("admm_order") or "official"
         if self.order not in ADMM_ORDERS:
             raise ValueError(f"method.admm_order={self.order!r}; choose one of {ADMM_ORDERS}")
         self.pending_update = False
