@@ -27,12 +27,18 @@ JUDGED_OVERRIDES = ("seed", "experiment")
 JUDGED_FIDELITIES = ("paper", "reduced")
 
 
+#: what runs write (rows, reports, analysis figures): appending a row to a tracked CSV does not make the code dirty
+RESULTS_TREE = "results"
+
+
 def git_info(root: str | None = None) -> tuple[str, bool]:
+    """(HEAD commit, whether tracked files outside ``results/`` differ from it)."""
     root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              timeout=10).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                     f":(exclude){RESULTS_TREE}"], cwd=root,
                                     capture_output=True, text=True, timeout=10).stdout.strip())
         return sha or "unknown", dirty
     except (OSError, subprocess.SubprocessError):
