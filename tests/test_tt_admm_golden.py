@@ -46,7 +46,7 @@ def _run(g, order):
     for epoch in range(2):
         loss = m.loss(model, None, None, None, torch.zeros(()))        # first step of the epoch
         grad, = torch.autograd.grad(loss, model[0].weight)
-        seen.append((m.Z["0"].clone(), m.U["0"].clone(), float(loss), grad))
+        seen.append((m.Z["0"].clone(), m.U["0"].clone(), float(loss.detach()), grad))
         with torch.no_grad():
             model[0].weight.add_(g["delta"])
         m.on_epoch_end(model, epoch, ctx)
