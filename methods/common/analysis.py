@@ -66,17 +66,23 @@ def quick_compress(model: nn.Module, spec) -> tuple[nn.Module, str]:
 
 
 # ---- inputs --------------------------------------------------------------------------------------
+#: the launch record of each prepared config (``analysis_row`` writes it into the rows of that config)
+_LAUNCHES: dict = {}
+
+
 def prepare(cfg):
     """Validated, resolved copy of ``cfg`` with the pretrained weights' normalisation applied (as the
     engine evaluates them), and the device."""
     from omegaconf import OmegaConf
 
     from engine.config import validate
-    from engine.runner import apply_pretrained_normalization, pick_device
+    from engine.runner import Launch, apply_pretrained_normalization, pick_device
 
     validate(cfg)
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    launch = Launch.of(cfg)          # as launched, before the weights' normalisation is applied
     apply_pretrained_normalization(cfg)
+    _LAUNCHES[id(cfg)] = launch
     return cfg, pick_device(cfg.trainer.device)
 
 
@@ -172,7 +178,7 @@ def analysis_row(cfg, model: nn.Module, input_shape: tuple, device: torch.device
 
     metrics = {**measure(model, input_shape).summary(), "steps": 0, "epochs": 0, "wall_time_s": round(wall, 2)}
     metrics.update({k: fields.pop(k) for k in list(fields) if k in ("top1", "top5", "extra")})
-    row = result_row(cfg, metrics, device, 1, Launch.of(cfg))
+    row = result_row(cfg, metrics, device, 1, _LAUNCHES.get(id(cfg)) or Launch.of(cfg))
     row.update(fields)
     return row
 
