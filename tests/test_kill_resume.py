@@ -1,13 +1,14 @@
 """A run killed (SIGKILL) at any point and resumed ends with the weights of an uninterrupted run, bit for bit,
 exactly one results row, no temp files left and no point logged twice.
 
-Each kill happens in a forked child that patches one place of the engine to kill itself the n-th time it gets
-there; the parent then resumes the run in-process with ``trainer.resume=auto`` (or a checkpoint path).
+Each kill happens in a child process (from a fork server: a plain fork of pytest, which runs threads, can deadlock)
+that patches one place of the engine to kill itself the n-th time it gets there; the parent then resumes the run in-process with ``trainer.resume=auto`` (or a checkpoint path).
 """
 import csv
 import glob
 import io
 import itertools
+import multiprocessing
 import os
 import signal
 
@@ -75,17 +76,28 @@ def install_kill(point: str, n: int) -> None:
         raise ValueError(point)
 
 
+def _killed_child(cfg: dict, point: str, n: int) -> None:
+    from omegaconf import OmegaConf
+
+    torch.set_num_threads(1)
+    install_kill(point, n)
+    try:
+        run(OmegaConf.create(cfg))
+    finally:
+        os._exit(3)        # reached only if the kill point was never reached
+
+
 def killed_run(cfg, point: str, n: int) -> None:
-    """Run ``cfg`` in a forked child that kills itself at ``point``; fails if the child was not killed."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            install_kill(point, n)
-            run(cfg)
-        finally:
-            os._exit(3)        # reached only if the kill point was never reached
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"{point}:{n} did not kill the run"
+    """Run ``cfg`` in a child process that kills itself at ``point``; fails if the child was not killed."""
+    from omegaconf import OmegaConf
+
+    context = multiprocessing.get_context("forkserver")   # one clean server process forks the children
+    context.set_forkserver_preload(["torch", "engine.runner"])
+    child = context.Process(
+        target=_killed_child, args=(OmegaConf.to_container(cfg, resolve=True), point, n))
+    child.start()
+    child.join(timeout=300)
+    assert child.exitcode == -signal.SIGKILL, f"{point}:{n} did not kill the run (exit code {child.exitcode})"
 
 
 def final_weights(output_dir: str) -> dict:
