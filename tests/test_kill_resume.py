@@ -112,6 +112,16 @@ def logged_points(output_dir: str) -> list[tuple[str, str]]:
         return sorted((r["step"], r["key"]) for r in csv.DictReader(f))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """Every part of every run on one thread (the killed child, the resume, the reference): bit-identical weights
+    need the same float reduction order, whatever thread count earlier tests left behind."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """Final weights and logged points of the uninterrupted run."""
