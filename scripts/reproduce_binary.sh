@@ -16,19 +16,15 @@
 # the evaluation -> 180-250 s per one-pass run, ~410 s per IR2Net run; 3,270 s per seed for all 14 arms, 42 runs =
 # ~2.7 h one run at a time (per-arm table: docs/binary.md "Sizing").
 #
-# Resumable: a run whose row (experiment, seed, variant) is already in results/runs/<paper>.csv is skipped; an
+# Resumable (scripts/reproduce_lib.sh arm): a run whose row has the experiment file's current config hash from a clean
+# commit is skipped; an
 # interrupted run continues from its last epoch checkpoint (trainer.resume=auto finds its run directory).
 # Usage: bash scripts/reproduce_binary.sh [seed ...]        (default: 0 1 2)
 #        PHASES="1 2" to run only some phases; DRY=1 prints what would run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-[ -x "$PY" ] || PY=python
-export DATA_ROOT=${DATA_ROOT:-../shared/data}
-LOCK=${LOCK:-/tmp/cpu-heavy.lock}
-if [ -z "${REPRODUCE_LOCKED:-}" ] && [ -z "${DRY:-}" ]; then
-  exec flock "$LOCK" env REPRODUCE_LOCKED=1 bash "$0" "$@"
-fi
+export RESULTS_DIR=${RESULTS_DIR:-results/runs}   # tracked rows
+source scripts/reproduce_lib.sh   # arm: one run per (experiment, seed), skipped when its judged-ready row exists
 SEEDS=("${@:-0}")
 [ $# -gt 0 ] || SEEDS=(0 1 2)
 PHASES=${PHASES:-"1 2 3"}
@@ -37,33 +33,10 @@ PHASE1="sd_bnn sign_ede ir2net approx_bnn"
 PHASE2="sd_bnn_adam sign_ede_adam irnet irnet_adam"
 PHASE3="fp bnn sd_bnn_2stage sd_bnn_no_wsd sd_bnn_no_asd ir2net_no_restriction"
 
-done_already() {   # experiment file, seed -> 0 if its row exists (same experiment name, seed and variant)
-  "$PY" - "$1" "$2" <<'PYEOF'
-import sys, yaml
-from engine.results import read_rows
-cfg = yaml.safe_load(open(f"conf/experiment/{sys.argv[1]}.yaml"))
-try:
-    rows = read_rows(f"results/runs/{cfg['paper']}.csv")
-except FileNotFoundError:
-    rows = []
-hit = any(r["experiment"] == cfg["name"] and str(r["seed"]) == sys.argv[2] and r["variant"] == cfg["variant"]
-          for r in rows)
-sys.exit(0 if hit else 1)
-PYEOF
-}
-
-run_arm() {
-  local exp="$PREFIX"_"$1" seed="$2"
-  if done_already "$exp" "$seed"; then echo "skip $exp seed=$seed (row exists)"; return; fi
-  echo "run  $exp seed=$seed"
-  [ -n "${DRY:-}" ] && return
-  "$PY" train.py experiment="$exp" seed="$seed" logger=none trainer.progress=false paths.results_dir=results/runs
-}
-
 for phase in $PHASES; do
   arms=PHASE$phase
   for seed in "${SEEDS[@]}"; do
-    for arm in ${!arms}; do run_arm "$arm" "$seed"; done
+    for a in ${!arms}; do arm "$PREFIX"_"$a" "$seed"; done
   done
 done
 [ -n "${DRY:-}" ] || "$PY" scripts/summarize_binary.py || true
