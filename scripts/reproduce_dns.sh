@@ -27,18 +27,6 @@ PHASES=${PHASES:-caffe_init}
 newest() { ls -t $1 2>/dev/null | head -1 || true; }
 run() { $PY train.py "$@" trainer.progress=false logger=csv; }
 
-ensure_ref() {   # ensure_ref <dense experiment> <run name> <fixed path>: the dense seed-0 model at a fixed path
-  [ -f "$3" ] && return 0
-  arm "$1" 0
-  [ -n "${DRY:-}" ] && return 0
-  local f; f=$(final_of "$2" 0)
-  if [ -z "$f" ]; then   # row exists but its run directory was removed: train it again
-    flock "$LOCK" "$PY" train.py experiment="$1" seed=0 logger=none trainer.progress=false paths.results_dir=results/runs
-    f=$(final_of "$2" 0)
-  fi
-  mkdir -p "$(dirname "$3")" && cp "$f" "$3"
-}
-
 if [[ " $PHASES " == *" caffe_init "* ]]; then
   ensure_ref dns/mnist_lenet5_reference_caffe_init mnist_lenet5_reference_caffe_init outputs/ref/own_lenet5_caffe_init.pt
   ensure_ref dns/mnist_lenet5_reference_caffe_input mnist_lenet5_reference_caffe_input outputs/ref/own_lenet5_torch_init.pt
@@ -60,7 +48,7 @@ if [[ " $PHASES " == *" released "* ]]; then
   # the converted files, so these rows are judged (recounts)
   for e in mnist_lenet5_reference_released mnist_lenet300_100_reference_released mnist_lenet5_released \
            mnist_lenet300_100_released; do
-    "$PY" evaluate.py experiment=dns/$e logger=none paths.results_dir=results/runs
+    arm_eval dns/$e 0
   done
   # surgery from the released dense models: LeNet-5 16K iterations, LeNet-300-100 25K iterations (fidelity paper)
   for s in $SEEDS5; do arm dns/mnist_lenet5_caffe_ref "$s"; done

@@ -1,4 +1,4 @@
-# Sourced by scripts/reproduce_{dcff,ucp,tt_admm,cc,dns}.sh: one run per (experiment file, seed), resumable.
+# Sourced by scripts/reproduce_{dcff,ucp,tt_admm,cc,dns,inq,binary}.sh: one run per (experiment file, seed), resumable.
 # A run is skipped when results/runs/<paper>.csv already has its row at the file's current config hash from a
 # clean commit (scripts/row_exists.py); an interrupted run continues from its last epoch checkpoint
 # (trainer.resume=auto). Only the seed is overridden, so the rows are judged (engine/provenance.py).
@@ -14,13 +14,30 @@ PY=${PY:-.venv/bin/python}
 export DATA_ROOT=${DATA_ROOT:-../shared/data}
 LOCK=${LOCK:-/tmp/cpu-heavy.lock}
 
-arm() {   # arm <group/name> <seed>
-  local exp="$1" seed="$2"
+arm_with() {   # arm_with <entry script> <group/name> <seed>: one run, skipped when its judged-ready row exists
+  local entry="$1" exp="$2" seed="$3"
   if "$PY" scripts/row_exists.py "$exp" "$seed"; then echo "skip $exp seed=$seed (row exists)"; return 0; fi
-  echo "run  $exp seed=$seed"
+  echo "run  $entry $exp seed=$seed"
   [ -n "${DRY:-}" ] && return 0
-  flock "$LOCK" "$PY" train.py experiment="$exp" seed="$seed" logger=none trainer.progress=false \
+  flock "$LOCK" "$PY" "$entry" experiment="$exp" seed="$seed" logger=none trainer.progress=false \
     paths.results_dir=results/runs
+}
+arm() { arm_with train.py "$@"; }            # arm <group/name> <seed>: a training run
+arm_eval() { arm_with evaluate.py "$@"; }    # an evaluate-only experiment file (its `checkpoint:` is a fixed path)
+arm_analysis() { arm_with scripts/analyze.py "$@"; }   # an analysis experiment file (xgradcam, unit_ablation)
+
+ensure_ref() {   # ensure_ref <experiment> <run name> <fixed path>: its seed-0 final.pt copied to a fixed path that
+  # experiment files name (trained first when its row is missing; trained again, without a second row, when the
+  # row exists but this checkout has no run directory)
+  [ -f "$3" ] && return 0
+  arm "$1" 0
+  [ -n "${DRY:-}" ] && return 0
+  local f; f=$(final_of "$2" 0)
+  if [ -z "$f" ]; then
+    RESULTS_DIR=outputs/results flock "$LOCK" "$PY" train.py experiment="$1" seed=0 logger=none trainer.progress=false
+    f=$(final_of "$2" 0)
+  fi
+  mkdir -p "$(dirname "$3")" && cp "$f" "$3"
 }
 
 final_of() {   # final_of <run name> <seed>: the newest final.pt of that experiment name and seed

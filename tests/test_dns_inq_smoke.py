@@ -36,7 +36,8 @@ def test_dns_run_writes_masks_and_compression(compose, tmp_path):
 
 
 def test_inq_run_ends_with_every_weight_in_the_set(compose):
-    cfg = compose(["experiment=inq/mnist_lenet5_2bit", *SMALL, "method.stage_trainer.max_steps=2"])
+    cfg = compose(["experiment=inq/mnist_lenet5_2bit", *SMALL, "method.stage_trainer.max_steps=2",
+                   "trainer.init_checkpoint=null"])   # the file's float start is an MNIST model
     out = run(cfg)
     extra = out["extra"]
     assert extra["inq_all_in_set"] is True and extra["bits_per_weight"] == 2
@@ -49,7 +50,7 @@ def test_inq_run_ends_with_every_weight_in_the_set(compose):
 
 
 def test_dns_inq_pipeline(compose):
-    cfg = compose(["experiment=inq/mnist_lenet5_dns_inq", *SMALL, "trainer.max_steps=2",
+    cfg = compose(["experiment=inq/mnist_lenet5_dns_inq", *SMALL, "trainer.max_steps=2", "trainer.init_checkpoint=null",
                    "method.stages.0.trainer.max_steps=3", "method.dns.per_layer.conv1.c_rate=0.0"])
     out = run(cfg)
     extra = out["extra"]

@@ -183,6 +183,19 @@ def test_even_subset_covers_a_class_sorted_split():
     assert y.tolist() == [0] * 10
 
 
+def test_seeds_pick_disjoint_image_sets():
+    from methods.common.cam import take_images
+
+    y_all = torch.arange(10).repeat_interleave(10)
+    x_all = torch.arange(100.0)[:, None]
+    batches = [(x_all[i:i + 7], y_all[i:i + 7]) for i in range(0, 100, 7)]
+    picks = [set(take_images(batches, 20, total=100, offset=s)[0][:, 0].tolist()) for s in range(5)]
+    assert picks[3] == {5.0 * k + 3 for k in range(20)}
+    assert all(not (picks[a] & picks[b]) for a in range(5) for b in range(a + 1, 5))
+    with pytest.raises(ValueError, match="seeds 0..4"):                # 20 of 100 leaves 5 disjoint sets
+        take_images(batches, 20, total=100, offset=5)
+
+
 def test_checkpoint_model_loads_a_bare_state_dict(compose, tmp_path):
     from data import build_data
     from methods.common.analysis import compressed_model, load_checkpoint_model

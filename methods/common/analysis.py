@@ -3,7 +3,7 @@ result rows, output folders and small statistics.
 
 - ``analysis_inputs(cfg, model=None)``: the evaluated model (built from ``cfg.model``, or from
   ``method.checkpoint``, unless given) and ``method.num_images`` test images of ``cfg.data`` spread evenly over
-  the split, as two tensors, with the engine's device choice and pretrained normalisation.
+  the split (the run's ``seed`` shifts them to a disjoint set: seeds are independent image samples), as two tensors, with the engine's device choice and pretrained normalisation.
 - ``compressed_model``: what ``method.compare`` asks to analyse beside it (quick copy or checkpoint).
 - ``quick_compress(model, spec)``: a compressed COPY for before/after comparisons when no compressed
   checkpoint exists: ``{kind: prune, amount: 0.5}`` (per-layer L1-magnitude unstructured pruning of
@@ -129,7 +129,9 @@ def analysis_inputs(cfg, model: nn.Module | None = None):
         else:
             model = build_backbone(cfg, bundle.num_classes, bundle.in_channels, bundle.image_size)
     model = model.to(device).eval()
-    x, y = take_images(bundle.test, int(m.num_images), getattr(bundle, "test_size", None))
+    # the run's seed picks one of the disjoint evenly spread image sets: seeds are independent replicates
+    x, y = take_images(bundle.test, int(m.num_images), getattr(bundle, "test_size", None),
+                       offset=int(cfg.get("seed", 0) or 0))
     # a fixed shuffle, so that the first-k subsets (sensitivity, faithfulness, grid rows) mix the classes
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(int(m.get("seed", 0) or 0)))
     return cfg, model, x[perm.to(x.device)].to(device), y[perm.to(y.device)].to(device), bundle

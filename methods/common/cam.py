@@ -364,14 +364,21 @@ def deletion_insertion(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor
             "deletion_auc": auc(curves["deletion"]), "insertion_auc": auc(curves["insertion"])}
 
 
-def take_images(batches: Iterable, n: int, total: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def take_images(batches: Iterable, n: int, total: int | None = None,
+                offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` images and labels of an iterable of (x, y) batches, as two tensors.
 
     With ``total`` (the split's size) the images are spread evenly over the split (indices
-    floor(j * total / n)), so a class-sorted split (cifar10_jpeg's test set is) gives every class its
-    share; without it, the first ``n``. Streams: never holds more than one batch beyond the picks."""
-    if total is not None and total > n:
-        wanted = torch.div(torch.arange(n, dtype=torch.float64) * total, n, rounding_mode="floor").long()
+    floor(j * total / n) + offset), so a class-sorted split (cifar10_jpeg's test set is) gives every class its
+    share; without it, the first ``n``. Offsets 0 .. floor(total / n) - 1 pick disjoint sets of images (the
+    replicates of an analysis run: its seed is the offset). Streams: never holds more than one batch beyond
+    the picks."""
+    stride = total // n if total is not None and total > n else 1
+    if not 0 <= offset < stride:
+        raise ValueError(f"seed={offset}: {n} images of a {total or n}-image split leave room for "
+                         f"{stride} disjoint image sets (seeds 0..{stride - 1}); lower method.num_images or the seed")
+    if stride > 1:
+        wanted = torch.div(torch.arange(n, dtype=torch.float64) * total, n, rounding_mode="floor").long() + offset
     else:
         wanted = torch.arange(n)
     xs, ys, seen, k = [], [], 0, 0
