@@ -28,7 +28,7 @@ def build_teacher(cfg, *, num_classes: int, in_channels: int, image_size: int, d
     teacher = build_model(name, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
                           pretrained=use_pretrained, **kwargs)
     if cfg.get("teacher_checkpoint"):
-        teacher.load_state_dict(checkpoint.unwrap_state_dict(checkpoint.load(cfg.teacher_checkpoint)))
+        checkpoint.load_weights(teacher, checkpoint.load(cfg.teacher_checkpoint), str(cfg.teacher_checkpoint), name)
     teacher.to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)

@@ -214,3 +214,18 @@ def test_checkpoint_model_loads_a_bare_state_dict(compose, tmp_path):
     cfg.method.compare = {"kind": "checkpoint"}
     with pytest.raises(ValueError, match="method.compare.path"):
         compressed_model(cfg, src, bundle, torch.device("cpu"))
+
+
+def test_checkpoint_of_another_model_is_refused_naming_it(compose, tmp_path):
+    from data import build_data
+    from engine.checkpoint import CheckpointError
+    from methods.common.analysis import load_checkpoint_model
+
+    cfg = compose(["method=unit_ablation", "model=lenet5", "data=synthetic"])
+    bundle = build_data(cfg.data, batch_size=8)
+    other = build_model("lenet300_100", num_classes=bundle.num_classes, in_channels=bundle.in_channels,
+                        image_size=bundle.image_size)
+    path = str(tmp_path / "other.pt")
+    torch.save({"model": other.state_dict()}, path)
+    with pytest.raises(CheckpointError, match=r"other\.pt does not hold weights of model=lenet5"):
+        load_checkpoint_model(path, bundle, torch.device("cpu"), cfg)

@@ -110,7 +110,7 @@ def load_checkpoint_model(path: str, bundle, device: torch.device, cfg=None) -> 
         ctx = RunContext(num_classes=bundle.num_classes, in_channels=bundle.in_channels,
                          image_size=bundle.image_size, device=device)
         model = method.transform(model, ctx)
-    model.load_state_dict(checkpoint.unwrap_state_dict(blob))
+    checkpoint.load_weights(model, blob, path, str(src.model.name))
     return model.to(device).eval()
 
 

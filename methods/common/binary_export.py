@@ -150,7 +150,7 @@ def export_checkpoint(checkpoint_path: str, out: str) -> dict:
     if "config" not in blob:
         raise ValueError(f"{checkpoint_path} has no run config; export a run's final.pt")
     model = rebuild_model(blob["config"])
-    model.load_state_dict(checkpoint.unwrap_state_dict(blob))
+    checkpoint.load_weights(model, blob, checkpoint_path, str((blob["config"].get("model") or {}).get("name")))
     model.eval()
     return export_binary(model, out, config=blob["config"])
 
