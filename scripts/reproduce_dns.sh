@@ -17,12 +17,12 @@
 # released: DNS_MODELS=<dir>   the models/ folder of a clone of github.com/yiwenguo/Dynamic-Network-Surgery (holds
 #                      lenet5/caffe_lenet5_{original,sparse}.caffemodel and lenet300100/...); converted into
 #                      outputs/ref/ by scripts/import_caffe_lenet.py. The released files are evaluated into rows too.
-#   SEEDS5="0 1 2"  SEEDS300="0 1"   surgery seeds (all start from the same released dense model)
-#   ABLATION=1         also the no-splice ablation (seed 0)
+#   SEEDS5="0 1 2"  SEEDS300="0 1 2"   surgery seeds (all start from the same released dense model)
+#   ABLATION=1         also the no-splice ablation (same seeds)
 # own: REF5=<dense LeNet-5 final.pt> reuses one, e.g. the backbones/mnist_lenet5 run.
 source "$(dirname "$0")/reproduce_lib.sh"
 SEEDS5=${SEEDS5:-"0 1 2"}
-SEEDS300=${SEEDS300:-"0 1"}
+SEEDS300=${SEEDS300:-"0 1 2"}
 PHASES=${PHASES:-caffe_init}
 newest() { ls -t $1 2>/dev/null | head -1 || true; }
 run() { $PY train.py "$@" trainer.progress=false logger=csv; }
@@ -46,18 +46,18 @@ if [[ " $PHASES " == *" released "* ]]; then
   done
   # the released files themselves: dense references and sparse results (error, nonzeros); the experiment files name
   # the converted files, so these rows are judged (recounts)
-  for e in mnist_lenet5_reference_released mnist_lenet300_100_reference_released mnist_lenet5_released \
-           mnist_lenet300_100_released; do
-    arm_eval dns/$e 0
-  done
+  # (one row per surgery seed for the dense files: the no-loss claims pair each surgery seed with its start)
+  for s in $SEEDS5; do arm_eval dns/mnist_lenet5_reference_released "$s"; done
+  for s in $SEEDS300; do arm_eval dns/mnist_lenet300_100_reference_released "$s"; done
+  for e in mnist_lenet5_released mnist_lenet300_100_released; do arm_eval dns/$e 0; done
   # surgery from the released dense models: LeNet-5 16K iterations, LeNet-300-100 25K iterations (fidelity paper)
   for s in $SEEDS5; do arm dns/mnist_lenet5_caffe_ref "$s"; done
   for s in $SEEDS300; do
     arm dns/mnist_lenet300_100_caffe_ref "$s"
     arm dns/mnist_lenet300_100_caffe_ref_c_calibrated "$s"
   done
-  if [ -n "${ABLATION:-}" ]; then   # dns.md signal (d): one-way pruning with the same thresholds
-    arm dns/mnist_lenet5_caffe_ref_nosplice 0
+  if [ -n "${ABLATION:-}" ]; then   # dns.md signal (d): one-way pruning with the same thresholds, paired by seed
+    for s in $SEEDS5; do arm dns/mnist_lenet5_caffe_ref_nosplice "$s"; done
   fi
   [[ " $PHASES " == *" own "* ]] || exit 0
 fi
