@@ -196,16 +196,23 @@ def test_seeds_pick_disjoint_image_sets():
         take_images(batches, 20, total=100, offset=5)
 
 
-def test_checkpoint_model_loads_a_bare_state_dict(compose, tmp_path):
+def _saved_model(compose, tmp_path, name: str):
+    """(lenet5 unit_ablation config on synthetic data, its data bundle, a ``name`` model, the file it is saved in)."""
     from data import build_data
-    from methods.common.analysis import compressed_model, load_checkpoint_model
 
     cfg = compose(["method=unit_ablation", "model=lenet5", "data=synthetic"])
     bundle = build_data(cfg.data, batch_size=8)
-    src = build_model("lenet5", num_classes=bundle.num_classes, in_channels=bundle.in_channels,
-                      image_size=bundle.image_size)
-    path = str(tmp_path / "w.pt")
-    torch.save({"model": src.state_dict()}, path)
+    model = build_model(name, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
+                        image_size=bundle.image_size)
+    path = str(tmp_path / f"{name}.pt")
+    torch.save({"model": model.state_dict()}, path)
+    return cfg, bundle, model, path
+
+
+def test_checkpoint_model_loads_a_bare_state_dict(compose, tmp_path):
+    from methods.common.analysis import compressed_model, load_checkpoint_model
+
+    cfg, bundle, src, path = _saved_model(compose, tmp_path, "lenet5")
     got = load_checkpoint_model(path, bundle, torch.device("cpu"), cfg)
     assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), got.state_dict().values()))
     cfg.method.compare = {"kind": "checkpoint", "path": path, "tag": "mine"}
@@ -217,15 +224,9 @@ def test_checkpoint_model_loads_a_bare_state_dict(compose, tmp_path):
 
 
 def test_checkpoint_of_another_model_is_refused_naming_it(compose, tmp_path):
-    from data import build_data
     from engine.checkpoint import CheckpointError
     from methods.common.analysis import load_checkpoint_model
 
-    cfg = compose(["method=unit_ablation", "model=lenet5", "data=synthetic"])
-    bundle = build_data(cfg.data, batch_size=8)
-    other = build_model("lenet300_100", num_classes=bundle.num_classes, in_channels=bundle.in_channels,
-                        image_size=bundle.image_size)
-    path = str(tmp_path / "other.pt")
-    torch.save({"model": other.state_dict()}, path)
-    with pytest.raises(CheckpointError, match=r"other\.pt does not hold weights of model=lenet5"):
+    cfg, bundle, _, path = _saved_model(compose, tmp_path, "lenet300_100")
+    with pytest.raises(CheckpointError, match=r"lenet300_100\.pt does not hold weights of model=lenet5"):
         load_checkpoint_model(path, bundle, torch.device("cpu"), cfg)
