@@ -508,7 +508,7 @@ def test_experiment_configs_compose_and_pending_methods_fail_clearly(compose):
     for c in picked.values():
         stem = os.path.relpath(c.path, R.ROOT / "conf" / "experiment")[:-5]
         cfg = compose([f"experiment={stem}"])
-        assert (cfg.reference, cfg.fidelity, cfg.method.name, cfg.data.name) == (c.reference, "paper", c.method,
+        assert (cfg.reference, cfg.fidelity, cfg.method.name, cfg.data.name) == (c.reference, c.fidelity, c.method,
                                                                                    c.data)
         if R.method_status(c.method) == "pending":
             with pytest.raises(ConfigError, match=f"method '{c.method}' .* not implemented yet"):
