@@ -1,6 +1,8 @@
 # compress-repro: `make install` then `make test` (what CI runs).
-PY ?= .venv/bin/python
-DATA_ROOT ?= ../shared/data
+# PY: the project's .venv when `make install` made one, else `python` on PATH.
+PY ?= $(firstword $(wildcard .venv/bin/python) python)
+# DATA_ROOT: where datasets live (CI sets it); default ./datasets, or ../shared/data when a checkout sits beside one.
+DATA_ROOT ?= $(firstword $(wildcard ../shared/data) datasets)
 export DATA_ROOT
 
 .PHONY: install test test-slow bench report reproduce-%

@@ -72,6 +72,7 @@ class TrainerSchema:
     channels_last: str = "auto"
     compile: bool = False
     device: str = "auto"
+    num_threads: Optional[int] = None
     resume: str = "auto"
     eval_every: int = 1
     limit_batches: Optional[int] = None
@@ -122,7 +123,7 @@ TRAINER_RANGES = {
     "scheduler.power": at_least(0), "scheduler.min_lr_scale": UNIT,
     "label_smoothing": FRACTION, "distill.alpha": UNIT, "distill.temperature": POSITIVE,
     "eval_every": at_least(1), "log_every": at_least(1), "limit_batches": COUNT_OR_NULL,
-    "limit_eval_batches": COUNT_OR_NULL, "max_steps": COUNT_OR_NULL,
+    "limit_eval_batches": COUNT_OR_NULL, "max_steps": COUNT_OR_NULL, "num_threads": COUNT_OR_NULL,
 }
 
 

@@ -66,7 +66,8 @@ def model_keys(name: str, factory) -> list[str] | None:
 
 
 def top_level_keys() -> DictConfig:
-    """The root config's keys (``config.yaml`` and ``evaluate.yaml``, which extends it)."""
+    """The root config's keys (``config.yaml`` and ``evaluate.yaml``, which extends it), ``paths`` from its group."""
     root = OmegaConf.merge(*(OmegaConf.load(os.path.join(CONF, f)) for f in ("config.yaml", "evaluate.yaml")))
     root.pop("defaults", None)
+    root.paths = _option("paths", "default")
     return OmegaConf.merge(root, {g: None for g in ("data", "model", "method", "trainer", "logger", "hydra")})

@@ -75,7 +75,7 @@ def evaluate_checkpoint(cfg, overridden=()) -> dict:
             cfg = merge_checkpoint_config(cfg, blob["config"], data_overridden)
     validate(cfg, unknown_keys=False)     # the command line's keys were checked above; the checkpoint's are its own
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    device = pick_device(cfg.trainer.device)
+    device = pick_device(cfg.trainer.device, cfg.trainer.get("num_threads"))
     apply_pretrained_normalization(cfg)
     data = build_data(cfg.data, batch_size=int(cfg.trainer.eval_batch_size), device=device,
                       eval_batch_size=int(cfg.trainer.eval_batch_size))

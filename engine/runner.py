@@ -78,7 +78,10 @@ class Launch:
             print("note: uncommitted changes: this run's row will not be judged (commit, then run)", flush=True)
 
 
-def pick_device(choice: str) -> torch.device:
+def pick_device(choice: str, num_threads: int | None = None) -> torch.device:
+    """The run's device (``trainer.device``); ``trainer.num_threads``, when set, fixes torch's CPU threads."""
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
     if choice == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("trainer.device=cuda but CUDA is not available; use trainer.device=auto or cpu")
     if choice == "auto":
@@ -145,7 +148,7 @@ def run(cfg) -> dict:
     validate(cfg)
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))   # frozen view of every interpolation
     launch = Launch.of(cfg)
-    device = pick_device(cfg.trainer.device)
+    device = pick_device(cfg.trainer.device, cfg.trainer.get("num_threads"))
     dist = distributed.init(device.type)
     if device.type == "cuda":
         torch.cuda.set_device(device)

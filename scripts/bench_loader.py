@@ -37,13 +37,16 @@ class PILDataset(Dataset):
         return self.tf(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
-def timed_loop(model, batches, steps, device):
+def timed_loop(model, batches, steps, device, label=""):
+    """(images/s, share of time waiting for data) over ``steps`` timed steps; a progress line every 10 steps."""
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     it = iter(batches)
-    wait = 0.0
+    wait, t_begin = 0.0, time.perf_counter()
     for s in range(steps + 3):                       # 3 warm-up steps, untimed
         if s == 3:
             start, wait, images = time.perf_counter(), 0.0, 0
+        if s > 3 and (s - 3) % 10 == 0:
+            print(f"  {label}: step {s - 3}/{steps} ({time.perf_counter() - t_begin:.1f}s)", flush=True)
         t = time.perf_counter()
         x, y = next(it)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -69,6 +72,8 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"bench: device {device} ({torch.get_num_threads()} threads), ResNet-20, batch {args.batch}, "
+          f"{args.steps} timed steps per loop; loading cifar10_jpeg ...", flush=True)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cfg = OmegaConf.load(os.path.join(root, "conf", "data", "cifar10_jpeg.yaml"))
     cfg.root = os.environ.get("DATA_ROOT", os.path.join(root, "..", "shared", "data"))
@@ -76,14 +81,15 @@ def main(argv=None):
     bundle = build_data(cfg, batch_size=args.batch, device=device)
     torch.manual_seed(0)
     model = build_model("resnet20", num_classes=10).to(device)
-    ours, ours_wait = timed_loop(model, bundle.train, args.steps, device)
+    print("suite loop (on-device uint8 tensor + batched aug) ...", flush=True)
+    ours, ours_wait = timed_loop(model, bundle.train, args.steps, device, "suite")
     ref_ds = PILDataset(bundle.train.images.cpu(), bundle.train.labels.cpu(), list(cfg.mean), list(cfg.std))
     ref = DataLoader(ref_ds, args.batch, shuffle=True, num_workers=args.workers, drop_last=True,
                      pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
     torch.manual_seed(0)
     model = build_model("resnet20", num_classes=10).to(device)
-    theirs, theirs_wait = timed_loop(model, ref, args.steps, device)
-    print(f"device {device} ({torch.get_num_threads()} threads), ResNet-20, batch {args.batch}, {args.steps} timed steps")
+    print(f"reference loop (DataLoader, {args.workers} workers, per-sample PIL) ...", flush=True)
+    theirs, theirs_wait = timed_loop(model, ref, args.steps, device, "reference")
     print(f"{'loop':<44} {'images/s':>10} {'data wait':>10}")
     print(f"{'suite: on-device uint8 tensor + batched aug':<44} {ours:>10.1f} {100 * ours_wait:>9.1f}%")
     print(f"{'reference: DataLoader + per-sample PIL':<44} {theirs:>10.1f} {100 * theirs_wait:>9.1f}%")

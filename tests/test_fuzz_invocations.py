@@ -56,6 +56,7 @@ CASES = [
     ("train", ["fidelity=full"], "fidelity"),
     ("train", ["trainer.precision=fp16"], "trainer.precision"),
     ("train", ["trainer.device=tpu"], "trainer.device"),
+    ("train", ["trainer.num_threads=0"], "trainer.num_threads"),
     # types and ranges
     ("train", ["trainer.optimizer.momentum=2"], "trainer.optimizer.momentum"),
     ("train", ["trainer.optimizer.momentum=-0.1"], "trainer.optimizer.momentum"),
