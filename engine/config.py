@@ -78,7 +78,7 @@ class TrainerSchema:
     limit_batches: Optional[int] = None
     limit_eval_batches: Optional[int] = None
     max_steps: Optional[int] = None
-    log_every: int = 50
+    log_every: Optional[int] = None
     progress: bool = True
     deterministic: bool = False
     latency: bool = False
@@ -122,7 +122,7 @@ TRAINER_RANGES = {
     "scheduler.warmup_epochs": at_least(0), "scheduler.step_size": POSITIVE, "scheduler.gamma": at_least(0),
     "scheduler.power": at_least(0), "scheduler.min_lr_scale": UNIT,
     "label_smoothing": FRACTION, "distill.alpha": UNIT, "distill.temperature": POSITIVE,
-    "eval_every": at_least(1), "log_every": at_least(1), "limit_batches": COUNT_OR_NULL,
+    "eval_every": at_least(1), "log_every": COUNT_OR_NULL, "limit_batches": COUNT_OR_NULL,
     "limit_eval_batches": COUNT_OR_NULL, "max_steps": COUNT_OR_NULL, "num_threads": COUNT_OR_NULL,
 }
 

@@ -72,12 +72,16 @@ class CsvLogger(NullLogger):
 
 
 class WandbLogger(NullLogger):
-    def __init__(self, cfg, run_cfg, run_dir: str, run_id: str, group: str, name: str):
+    """One W&B run: grouped by paper (or run name), tagged ``paper:``, ``method:``, ``model:``, ``data:`` and
+    ``fidelity:`` (the recorded one) besides ``logger.tags``; the resolved config as its config."""
+
+    def __init__(self, cfg, run_cfg, run_dir: str, run_id: str, group: str, name: str, tags: tuple[str, ...] = ()):
         import wandb
 
         os.makedirs(cfg.dir, exist_ok=True)
         self.run = wandb.init(project=cfg.project, entity=cfg.get("entity"), group=group, name=name,
-                              id=run_id, resume="allow", dir=cfg.dir, mode=cfg.mode, tags=list(cfg.get("tags") or []),
+                              id=run_id, resume="allow", dir=cfg.dir, mode=cfg.mode,
+                              tags=list(cfg.get("tags") or []) + list(tags),
                               config=OmegaConf.to_container(run_cfg, resolve=True), reinit="finish_previous")
         self.run.define_metric("epoch")
         self.run.define_metric("eval/*", step_metric="epoch")
@@ -95,11 +99,19 @@ class WandbLogger(NullLogger):
 LOGGERS = ("wandb", "csv", "none")
 
 
-def build_logger(cfg, run_cfg, run_dir: str, run_id: str, group: str, name: str, is_main: bool):
+def run_tags(run_cfg, fidelity: str) -> tuple[str, ...]:
+    """``paper:<p>`` (when set), ``method:``, ``model:``, ``data:`` and ``fidelity:`` tags of a run."""
+    paper = (f"paper:{run_cfg.paper}",) if run_cfg.get("paper") else ()
+    return paper + (f"method:{run_cfg.method.name}", f"model:{run_cfg.model.name}", f"data:{run_cfg.data.name}",
+                    f"fidelity:{fidelity}")
+
+
+def build_logger(cfg, run_cfg, run_dir: str, run_id: str, group: str, name: str, is_main: bool,
+                 tags: tuple[str, ...] = ()):
     if not is_main or cfg.name == "none":
         return NullLogger()
     if cfg.name == "csv":
         return CsvLogger(run_dir)
     if cfg.name == "wandb":
-        return WandbLogger(cfg, run_cfg, run_dir, run_id, group, name)
+        return WandbLogger(cfg, run_cfg, run_dir, run_id, group, name, tags)
     raise ValueError(f"logger={cfg.name!r} is not one of {', '.join(LOGGERS)}")

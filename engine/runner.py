@@ -25,7 +25,7 @@ from engine.complexity import format_table, measure
 from engine.config import ConfigError, checked_trainer, validate
 from engine.evaluation import evaluate
 from engine.latency import measure_latency
-from engine.loggers import build_logger
+from engine.loggers import build_logger, run_tags
 from engine.results import append_row, staged_row
 from engine.seeding import seed_everything
 from engine.trainer import train_stage
@@ -188,7 +188,7 @@ def run(cfg) -> dict:
         cfg.trainer.channels_last == "auto" and device.type == "cuda")
     logger = build_logger(cfg.logger, cfg, out_dir, run_id=f"{launch.config_hash}-s{cfg.seed}",
                           group=cfg.get("paper") or run_name(cfg), name=f"{run_name(cfg)}-s{cfg.seed}",
-                          is_main=dist.is_main)
+                          is_main=dist.is_main, tags=run_tags(cfg, launch.fidelity))
     ctx = RunContext(num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
                      device=device, train_loader=data.train, test_loader=data.test, seed=int(cfg.seed),
                      evaluate=lambda m, loader, limit_batches=None: evaluate(m, loader, device, limit_batches),

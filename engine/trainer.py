@@ -46,6 +46,12 @@ def _row(epoch, epochs, step, lr, train_loss, ev, secs) -> str:
     return f"{epoch:>5}/{epochs:<5} {step:>8} {lr:>10.3e} {train_loss:>10.4f} {ev_txt} {secs:>7.1f}s"
 
 
+def log_interval(log_every: int | None, total_steps: int) -> int:
+    """Steps between logged training points: ``trainer.log_every`` when set, else about 100 points over the stage
+    (every step for stages under 200 steps), at most every 50 steps."""
+    return int(log_every) if log_every else max(1, min(50, total_steps // 100))
+
+
 HEADER = f"{'epoch':>11} {'step':>8} {'lr':>10} {'train_loss':>10} {'top1':>7} {'top5':>7} {'val_loss':>8} {'time':>8}"
 
 
@@ -63,6 +69,7 @@ def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dis
     if tcfg.max_steps:
         total_steps = min(total_steps, int(tcfg.max_steps))
     scheduler = build_scheduler(optimizer, tcfg.scheduler, steps_per_epoch, max(total_steps, 1))
+    log_every = log_interval(tcfg.log_every, total_steps)
     teacher = build_teacher(tcfg.distill, num_classes=ctx.num_classes, in_channels=ctx.in_channels,
                             image_size=ctx.image_size, device=device)
 
@@ -144,7 +151,7 @@ def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dis
             step += 1
             loss_sum += loss.detach()
             seen += 1
-            if dist.is_main and (step % tcfg.log_every == 0 or step == 1):   # a curve from the first step
+            if dist.is_main and (step % log_every == 0 or step == 1):   # a curve from the first step
                 logger.log({"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0],
                             "epoch": epoch + i / steps_per_epoch}, step=global_step_offset + step)
         method.on_epoch_end(raw, epoch, ctx)
