@@ -137,7 +137,7 @@ def test_export_packs_bits_and_reloads_exactly(method_name, tmp_path, compose):
                                      + acct["buffer_bytes"])
     torch.manual_seed(1)
     _, fresh = _build(cfg)
-    reloaded = load_binary_export(path, fresh).eval()
+    reloaded = load_binary_export(path, fresh, packed=False).eval()   # the float +-1 path (packed: test_packed_binary)
     assert torch.equal(reloaded(x), model(x))
     assert all(m.frozen for m in binary_layers(reloaded))
 

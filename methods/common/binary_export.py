@@ -16,6 +16,11 @@ Payload entries (in header order):
 So ``8 * param_bytes = size_bits + padding`` (padding < 8 bits per binary layer), and the file is
 ``16 + header + param_bytes + scale_bytes + buffer_bytes`` bytes. Reloading marks the binary layers ``frozen``:
 they use the stored +-1 weights and scales directly, so the outputs equal the exported model's outputs exactly.
+
+``load_binary_export(..., packed=None)`` also runs the binary layers whose weights and activations are both +-1
+on the bit-packed XNOR-popcount kernel (methods/common/packed_binary.py; built by ``make install``) when it is
+built; ``packed=True`` requires it, ``packed=False`` keeps the float +-1 path. The packed outputs are
+bit-identical to the float path except in Bi-Real-scaled layers (a few float32 ulps: docs/binary_inference.md).
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from methods.common import packed_binary
 from models.binary_layers import BINARY_LAYERS
 
 MAGIC = b"CRBIN01\n"
@@ -108,8 +114,10 @@ def read_export(path: str) -> tuple[dict, dict[str, torch.Tensor]]:
 
 
 @torch.no_grad()
-def load_binary_export(path: str, model: nn.Module | None = None) -> nn.Module:
-    """Load an export into ``model`` (or a model rebuilt from the run config stored in the header)."""
+def load_binary_export(path: str, model: nn.Module | None = None, packed: bool | None = None) -> nn.Module:
+    """Load an export into ``model`` (or a model rebuilt from the run config stored in the header).
+
+    ``packed``: run W1A1 layers on the XNOR-popcount kernel (None: when it is built; True: required)."""
     header, tensors = read_export(path)
     if model is None:
         if not header.get("config"):
@@ -125,6 +133,8 @@ def load_binary_export(path: str, model: nn.Module | None = None) -> nn.Module:
         m = modules[name]
         m.frozen = True
         m.frozen_scale = tensors.get(f"{name}.frozen_scale")
+    if packed or (packed is None and packed_binary.available()):
+        packed_binary.pack_model(model)
     return model
 
 
