@@ -9,7 +9,7 @@ export DATA_ROOT
 
 install:
 	python3 -m venv .venv
-	.venv/bin/pip install -e ".[test]"
+	.venv/bin/pip install -e ".[test,cluster]"
 	.venv/bin/python -m methods.common.popcount_build   # XNOR-popcount kernel -> build/native/ (docs/binary_inference.md)
 
 test:

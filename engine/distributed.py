@@ -1,4 +1,5 @@
-"""Plain DDP under torchrun: gloo on CPU, nccl on CUDA. Without torchrun everything is rank 0 of 1."""
+"""Plain DDP under torchrun or a multi-task SLURM job (hydra/launcher=slurm): gloo on CPU, nccl on CUDA. Otherwise
+everything is rank 0 of 1."""
 from __future__ import annotations
 
 import os
@@ -19,7 +20,19 @@ class DistInfo:
         return self.rank == 0
 
 
+def from_slurm_tasks() -> None:
+    """A job of Hydra's submitit launcher (``hydra/launcher=slurm``) with several tasks: export the variables
+    torchrun would set (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) from SLURM's, through submitit."""
+    if "WORLD_SIZE" in os.environ or os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export()
+
+
 def init(device_type: str) -> DistInfo:
+    from_slurm_tasks()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()

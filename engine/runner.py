@@ -148,6 +148,7 @@ def run(cfg) -> dict:
     validate(cfg)
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))   # frozen view of every interpolation
     launch = Launch.of(cfg)
+    distributed.from_slurm_tasks()      # a multi-task SLURM job: LOCAL_RANK etc. before the device is picked
     device = pick_device(cfg.trainer.device, cfg.trainer.get("num_threads"))
     dist = distributed.init(device.type)
     if device.type == "cuda":
