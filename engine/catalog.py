@@ -103,8 +103,9 @@ def experiments(data_root: str | None = None) -> list[ExperimentInfo]:
     out = []
     for exp in load_experiment_configs(CONF):
         why = []
-        if exp.method and method_status(exp.method, CONF) != "implemented":
-            why.append(f"method {exp.method} {method_status(exp.method, CONF)}")
+        status = method_status(exp.method, CONF) if exp.method else "implemented"
+        if status != "implemented":
+            why.append(f"method {exp.method} {status}")
         if exp.reference:
             try:
                 reason = lookup(refs, exp.reference).not_runnable_reason

@@ -32,7 +32,8 @@ def from_slurm_tasks() -> None:
 
 
 def init(device_type: str) -> DistInfo:
-    from_slurm_tasks()
+    """The process group of this run; a SLURM job's rank variables come from :func:`from_slurm_tasks`, which the
+    runner calls first (before it picks the device)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
