@@ -119,7 +119,10 @@ def load_init_checkpoint(cfg):
     if not path:
         return None
     if not os.path.exists(path):
-        raise FileNotFoundError(f"trainer.init_checkpoint={path} does not exist")
+        fix = ("a fixed start that the experiment's reproduce script writes (scripts/reproduce_<paper>.sh); run it, or "
+               if path.startswith("outputs/ref/") else "")
+        raise FileNotFoundError(f"trainer.init_checkpoint={path} does not exist: {fix}pass "
+                                f"trainer.init_checkpoint=<final.pt> (or null to start from scratch)")
     return checkpoint.load(path)
 
 

@@ -12,20 +12,18 @@
 #   (incl. one 10k-image evaluation); the brief's uncontended 2,200 img/s gives dense 10K steps x 64 ~ 5 min and
 #   DNS 16K steps ~ 8 min. Phase total: 2 dense + 6 DNS = 58 min uncontended (3-4x that under the current load).
 #  released: surgery from the authors' released dense LeNets (needs DNS_MODELS, below).
-#  own: our own Caffe-solver dense models with torchvision mean/std input, as run in the first session.
+#  own: DNS from our own Caffe-solver dense models (torchvision mean/std input, and LeNet-5 with x/256 input), each
+#   dense start trained once (seed 0) and copied to a fixed path the DNS files name, so every row is judged.
 #
 # released: DNS_MODELS=<dir>   the models/ folder of a clone of github.com/yiwenguo/Dynamic-Network-Surgery (holds
 #                      lenet5/caffe_lenet5_{original,sparse}.caffemodel and lenet300100/...); converted into
 #                      outputs/ref/ by scripts/import_caffe_lenet.py. The released files are evaluated into rows too.
 #   SEEDS5="0 1 2"  SEEDS300="0 1 2"   surgery seeds (all start from the same released dense model)
 #   ABLATION=1         also the no-splice ablation (same seeds)
-# own: REF5=<dense LeNet-5 final.pt> reuses one, e.g. the backbones/mnist_lenet5 run.
 source "$(dirname "$0")/reproduce_lib.sh"
 SEEDS5=${SEEDS5:-"0 1 2"}
 SEEDS300=${SEEDS300:-"0 1 2"}
 PHASES=${PHASES:-caffe_init}
-newest() { ls -t $1 2>/dev/null | head -1 || true; }
-run() { $PY train.py "$@" trainer.progress=false logger=csv; }
 
 if [[ " $PHASES " == *" caffe_init "* ]]; then
   ensure_ref dns/mnist_lenet5_reference_caffe_init mnist_lenet5_reference_caffe_init outputs/ref/own_lenet5_caffe_init.pt
@@ -62,21 +60,20 @@ if [[ " $PHASES " == *" released "* ]]; then
   [[ " $PHASES " == *" own "* ]] || exit 0
 fi
 
-# own dense references: Caffe's LeNet solver, 10K iterations, batch 64, torchvision mean/std input
-if [ -n "${REF5:-}" ]; then
-  $PY evaluate.py experiment=dns/mnist_lenet5_reference checkpoint="$REF5"
-else
-  run experiment=dns/mnist_lenet5_reference seed=0
-  REF5=$(newest "outputs/mnist_lenet5_reference/*-seed0/final.pt")
-fi
-run experiment=dns/mnist_lenet300_100_reference seed=0
-REF300=$(newest "outputs/mnist_lenet300_100_reference/*-seed0/final.pt")
+# own: our own dense references (Caffe's LeNet solver, 10K iterations, batch 64; torchvision mean/std input, and
+# LeNet-5 also with Caffe's x/256 input), seed 0, copied to the fixed paths the DNS files name; each evaluated once
+# per DNS seed (the "worse" arms of the own-dense no-loss claims); then DNS from each, seeds paired.
+ensure_ref dns/mnist_lenet5_reference mnist_lenet5_reference outputs/ref/own_lenet5_meanstd.pt
+ensure_ref dns/mnist_lenet300_100_reference mnist_lenet300_100_reference outputs/ref/own_lenet300_100_meanstd.pt
+ensure_ref dns/mnist_lenet5_reference_caffe_input mnist_lenet5_reference_caffe_input outputs/ref/own_lenet5_torch_init.pt
 for s in $SEEDS5; do
-  run experiment=dns/mnist_lenet5 seed=$s trainer.init_checkpoint="$REF5"
+  arm_eval dns/mnist_lenet5_reference_own "$s"
+  arm_eval dns/mnist_lenet5_reference_caffe_input_own "$s"
+  arm dns/mnist_lenet5 "$s"
+  arm dns/mnist_lenet5_own_caffe_input "$s"
+  [ -z "${ABLATION:-}" ] || arm dns/mnist_lenet5_nosplice "$s"
 done
 for s in $SEEDS300; do
-  run experiment=dns/mnist_lenet300_100 seed=$s trainer.init_checkpoint="$REF300"
+  arm_eval dns/mnist_lenet300_100_reference_own "$s"
+  arm dns/mnist_lenet300_100 "$s"
 done
-if [ -n "${ABLATION:-}" ]; then
-  run experiment=dns/mnist_lenet5_nosplice seed=0 trainer.init_checkpoint="$REF5"
-fi

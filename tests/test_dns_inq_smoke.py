@@ -22,7 +22,7 @@ def final_state(metrics_dir):
 
 def test_dns_run_writes_masks_and_compression(compose, tmp_path):
     cfg = compose(["experiment=dns/mnist_lenet5", *SMALL, "trainer.max_steps=3", "trainer.epochs=1",
-                   "method.per_layer.conv1.c_rate=0.0"])
+                   "method.per_layer.conv1.c_rate=0.0", "trainer.init_checkpoint=null"])   # the file's start is MNIST
     out = run(cfg)
     extra = out["extra"]
     assert extra["params_conv_fc"] == out["params"]
@@ -62,7 +62,8 @@ def test_dns_inq_pipeline(compose):
 
 def test_engine_resume_repeats_uninterrupted_dns(compose, tmp_path, monkeypatch):
     common = ["experiment=dns/mnist_lenet5", *SMALL, "trainer.epochs=2", "trainer.limit_batches=3",
-              "trainer.max_steps=null", "method.gamma=0.2", "method.per_layer.conv1.c_rate=0.0"]
+              "trainer.max_steps=null", "method.gamma=0.2", "method.per_layer.conv1.c_rate=0.0",
+              "trainer.init_checkpoint=null"]
     ref = run(compose(common + [f"paths.output_dir={tmp_path}/a"]))
     from methods.dns import DNS
     original = DNS.after_step
