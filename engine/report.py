@@ -369,7 +369,7 @@ def _glance(paper: R.PaperReference, outcomes: dict[str, tuple[str, str | None]]
         words[res.status] += 1
         fids |= {c.fidelity or "mixed" for c in res.comparisons}
     fid = f" at {'/'.join(sorted(fids))} fidelity" if fids else ""
-    rest = [f"{words[w]} {w}" for w in ("not tested", "qualitative") if words[w]]
+    rest = [f"{words[w]} {w}" for w in ("not tested", "qualitative", "superseded") if words[w]]
     parts.append(f"**claims**{fid}: {words['held']} held, {words['not held']} not held, "
                  f"{words['inconclusive']} inconclusive" + (f" ({', '.join(rest)})" if rest else ""))
     bad = by["out of band"] + by["known gap"]
@@ -459,11 +459,13 @@ def paper_report(ref: R.PaperReference, rows: list[dict], configs: list[R.Experi
         results.append(res)
         label = "" if c.verified is not False else " (unverified source)"
         how = (f"metric {c.metric}, margin {c.margin:+g}" if c.metric else f"checked: {_md_escape(c.notes)}")
-        body.append(f"- **{c.id}** — {res.status}{label}. {_md_escape(c.text)} [{_md_escape(c.source)}; {how}]")
+        status = (f"superseded by {', '.join(c.superseded.by)} ({_md_escape(c.superseded.why)})" if c.superseded
+                  else res.status)
+        body.append(f"- **{c.id}** — {status}{label}. {_md_escape(c.text)} [{_md_escape(c.source)}; {how}]")
         for comp, ev in zip(res.comparisons, res.evidence()):
             enforced = " (enforced by tests/test_repro.py)" if res.enforced(comp) else ""
             body.append(f"  - {_md_escape(ev)}{enforced}")
-        if not res.comparisons and c.metric:
+        if not res.comparisons and c.metric and not c.superseded:
             body.append("  - no judged paper/reduced rows on both sides of the comparison")
     body.append("")
     datasets = sorted({r.get("dataset") for r in paper_rows if r.get("_judged") and r.get("dataset") in plots})
@@ -495,7 +497,7 @@ def paper_report(ref: R.PaperReference, rows: list[dict], configs: list[R.Experi
         counts[word] += 1
     summary = {"glance": glance, "entries": len(ref.entries), "counts": dict(counts),
                "claims": {w: sum(r.status == w for r in results) for w in
-                          ("held", "not held", "inconclusive", "not tested", "qualitative")},
+                          ("held", "not held", "inconclusive", "not tested", "qualitative", "superseded")},
                "rows_judged": sum(bool(r.get("_judged")) for r in paper_rows), "rows_not_judged": len(unjudged)}
     return "\n".join(head + body), summary
 

@@ -556,3 +556,34 @@ def test_recount_experiments_are_experiments_citing_the_entry():
                 for ref in refs.values() for e in ref.entries.values() for x in e.recount_experiments
                 if (e.ref, x) not in citing]
     assert not problems, "\n".join(problems)
+
+
+SUPERSEDED = VALID + textwrap.indent(textwrap.dedent("""\
+      - id: dns_no_loss_old
+        text: "DNS kept accuracy in an older design"
+        source: abstract
+        superseded:
+          by: [dns_no_loss]
+          why: "the old design could not tell"
+        compare:
+          metric: top1
+          better: {method: dns}
+          worse: {method: baseline}
+          same: [dataset, model, fidelity]
+          margin: -0.2
+    """), "  ")
+
+
+def test_superseded_claim_is_shown_never_judged(tmp_path):
+    """Rows that would hold the claim do not: a superseded claim reports 'superseded', with no comparison."""
+    ref = R.load_reference(write(tmp_path, SUPERSEDED))
+    old, new = ref.claims[1], ref.claims[0]
+    rows = [{"paper": "dns", "dataset": "mnist", "model": "lenet5", "fidelity": "reduced", "method": m,
+             "experiment_config": f"dns/{m}", "seed": str(s), "top1": str(v + s * 0.01), "_judged": True}
+            for m, v in (("dns", 99.0), ("baseline", 98.0)) for s in range(3)]
+    assert R.evaluate_claim(new, rows).status == "held"
+    res = R.evaluate_claim(old, rows)
+    assert res.status == "superseded" and res.comparisons == [] and old.enforce is False
+    with pytest.raises(R.ReferenceError, match=r"claim 'dns_no_loss_old' \(#1\): field 'superseded.by': \['nope'\] "
+                                               r"is not another claim id of dns.yaml"):
+        R.load_reference(write(tmp_path, SUPERSEDED.replace("by: [dns_no_loss]", "by: [nope]")))

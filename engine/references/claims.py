@@ -116,8 +116,10 @@ class ClaimResult:
 
     @property
     def status(self) -> str:
-        """qualitative / not tested / held (every comparison held) / not held (none held, one or more not held) /
-        inconclusive (anything else)."""
+        """superseded / qualitative / not tested / held (every comparison held) / not held (none held, one or more
+        not held) / inconclusive (anything else)."""
+        if self.claim.superseded is not None:
+            return "superseded"
         if self.claim.metric is None:
             return "qualitative"
         if not self.comparisons:
@@ -144,7 +146,7 @@ class ClaimResult:
 def evaluate_claim(claim: Claim, rows: list[dict], conv: Conventions | None = None) -> ClaimResult:
     """Judge ``claim`` on the judged rows of its own paper (unless a side names ``paper`` itself: another paper's
     baseline of the same model is a different recipe, pooling it would compare unlike things)."""
-    if claim.metric is None:
+    if claim.metric is None or claim.superseded is not None:
         return ClaimResult(claim=claim, comparisons=[])
     if claim.within_row is not None:
         return _evaluate_within_row(claim, rows, conv)

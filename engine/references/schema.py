@@ -311,6 +311,12 @@ class WithinRow(_Schema):
         return getattr(self, item)
 
 
+class Supersession(_Schema):
+    """A claim whose design later claims of the same paper replaced (``by``, ``why``): kept and shown, never judged."""
+    by: list[Annotated[str, Field(strict=True, min_length=1)]] = Field(min_length=1)
+    why: Text
+
+
 class Claim(_Schema):
     """A paper's comparative statement: ``compare`` (two sets of rows), ``within_row`` (each row on its own) or
     neither (qualitative: ``notes`` say how it is checked; reported, not tested).
@@ -324,6 +330,7 @@ class Claim(_Schema):
     within_row: Optional[WithinRow] = None
     enforce: Optional[Flag] = None      # None: enforced for paper-fidelity groups only
     verified: Optional[Flag] = None
+    superseded: Optional[Supersession] = None
     notes: Any = None
     _paper: str = PrivateAttr("")
     _flat: dict = PrivateAttr(default_factory=dict)
@@ -342,6 +349,10 @@ class Claim(_Schema):
     def _shape(self) -> "Claim":
         if self.compare is not None and self.within_row is not None:
             raise ValueError("[within_row] give either 'compare' or 'within_row', not both")
+        if self.superseded is not None:
+            if self.enforce:
+                raise ValueError("[enforce] a superseded claim is never judged, so it cannot be enforced")
+            self.enforce = False
         if self.compare is not None:
             c = self.compare
             self._flat = dict(metric=c.metric, better=dict(c.better), worse=dict(c.worse), same=list(c.same),
@@ -448,7 +459,8 @@ def _read_yaml(path: str) -> Any:
 
 _MODEL_AT = {"": PaperReference, "conventions": Conventions, "entries.*": Entry, "entries.*.metrics.*": Metric,
              "entries.*.metrics.*.band": Band, "entries.*.known_gap": KnownGap, "claims.*": Claim,
-             "claims.*.compare": Compare, "claims.*.compare.equal": EqualOn, "claims.*.within_row": WithinRow}
+             "claims.*.compare": Compare, "claims.*.compare.equal": EqualOn, "claims.*.within_row": WithinRow,
+             "claims.*.superseded": Supersession}
 _MARK = re.compile(r"^\[([^\]]+)\] (.*)$", re.S)
 
 
@@ -558,6 +570,11 @@ def load_reference(path: str | os.PathLike, check_models: bool = True) -> PaperR
             raise ReferenceError(f"{_where(path, f'claim {claim.id!r} (#{i})', 'id')}: duplicate id")
         seen.add(claim.id)
         claim._paper = stem
+    for i, claim in enumerate(ref.claims):
+        unknown = [c for c in (claim.superseded.by if claim.superseded else []) if c not in seen or c == claim.id]
+        if unknown:
+            raise ReferenceError(f"{_where(path, f'claim {claim.id!r} (#{i})', 'superseded.by')}: {unknown} is not "
+                                 f"another claim id of {stem}.yaml")
     return ref
 
 
