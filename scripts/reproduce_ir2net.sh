@@ -1,4 +1,3 @@
 #!/usr/bin/env bash
-# IR2Net shares the SD-BNN equal-budget comparison (fp, bnn, irnet, sd_bnn, ir2net on Fashion-MNIST): one script runs
-# both; finished runs are skipped (trainer.resume=auto finds their run directory).
-exec "$(dirname "$0")/reproduce_sd_bnn.sh" "$@"
+# IR2Net's reduced evidence is the decisive binary grid shared with SD-BNN (docs/binary.md): `make reproduce-binary`.
+exec "$(dirname "$0")/reproduce_binary.sh" "$@"

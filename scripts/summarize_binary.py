@@ -1,10 +1,11 @@
-"""Mean ± std per method of the reduced binary comparison and the verdict of each claim in sd_bnn/ir2net.yaml.
+"""The binary grid at a glance: each judged arm's top-1 mean ± std and method signals, and each claim's verdict.
 
     python scripts/summarize_binary.py [results/runs]
 
-Reads results/runs/{sd_bnn,ir2net}.csv (rows of fidelity paper/reduced), groups them on each claim's ``same``
-fields, averages seeds per side and prints better.mean - worse.mean against the claim's margin. A plain reader of
-the committed rows and the reference files; the suite-wide judge is engine/references.py.
+Reads the judged rows of sd_bnn/ir2net (engine.references: clean commit, the experiment file's exact config) and
+prints, per experiment, n, top-1 mean ± std and the mean of the signals that show whether the method's own
+parameters moved; then every sd_bnn/ir2net claim with the suite's verdict (95% CI of the paired difference against
+the margin) and its evidence, exactly as `python evaluate.py report` judges it.
 """
 from __future__ import annotations
 
@@ -12,65 +13,53 @@ import os
 import statistics
 import sys
 
-import yaml
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from engine.results import read_rows  # noqa: E402
+from engine import references as R  # noqa: E402
+
+PAPERS = ("sd_bnn", "ir2net")
+SIGNALS = ("sign_flip_total", "wsd_alpha_abs_max", "asd_beta_std_samples", "restriction_kept_fraction")
 
 
-def _matches(row: dict, flt: dict) -> bool:
-    for k, v in flt.items():
-        allowed = v if isinstance(v, list) else [v]
-        if str(row.get(k, "")) not in {str(a) for a in allowed}:
-            return False
-    return True
+def _mean(values: list[float]) -> str:
+    return f"{statistics.fmean(values):.4g}" if values else "-"
 
 
-def _stats(values):
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return mean, std
-
-
-def main(runs_dir: str = os.path.join(ROOT, "results", "runs")) -> int:
-    rows = []
-    for paper in ("sd_bnn", "ir2net"):
-        path = os.path.join(runs_dir, f"{paper}.csv")
-        if os.path.exists(path):
-            rows += [r for r in read_rows(path) if r["fidelity"] in ("paper", "reduced")]
-    if not rows:
-        print(f"no rows in {runs_dir}/{{sd_bnn,ir2net}}.csv")
-        return 1
-    groups: dict[tuple, list[float]] = {}
+def arm_table(rows: list[dict]) -> list[str]:
+    """One line per judged experiment of the binary papers: n, top-1 mean ± std, signal means."""
+    arms: dict[str, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["dataset"], r["model"], r["fidelity"], r["variant"], r["method"]), []).append(float(r["top1"]))
-    print(f"{'dataset':<14} {'model':<10} {'fidelity':<8} {'method':<10} {'n':>2} {'top1 mean ± std':>18}")
-    for (ds, model, fid, _variant, method), vals in sorted(groups.items()):
-        m, s = _stats(vals)
-        print(f"{ds:<14} {model:<10} {fid:<8} {method:<10} {len(vals):>2} {m:>10.2f} ± {s:.2f}")
-    print()
-    for paper in ("sd_bnn", "ir2net"):
-        with open(os.path.join(ROOT, "results", "reference", f"{paper}.yaml")) as f:
-            ref = yaml.safe_load(f)
-        for claim in ref.get("claims") or []:
-            c = claim["compare"]
-            sides: dict[tuple, dict[str, list[float]]] = {}
-            for r in rows:
-                side = "better" if _matches(r, c["better"]) else "worse" if _matches(r, c["worse"]) else None
-                if side:
-                    key = tuple(r.get(f, "") for f in c["same"])
-                    sides.setdefault(key, {"better": [], "worse": []})[side].append(float(r[c["metric"]]))
-            for key, g in sorted(sides.items()):
-                if not (g["better"] and g["worse"]):
-                    continue
-                (bm, bs), (wm, ws) = _stats(g["better"]), _stats(g["worse"])
-                delta = bm - wm
-                held = delta >= c["margin"]
-                print(f"{paper}:{claim['id']} {dict(zip(c['same'], key))}: {bm:.2f}±{bs:.2f} (n={len(g['better'])}) vs "
-                      f"{wm:.2f}±{ws:.2f} (n={len(g['worse'])}) delta {delta:+.2f} margin {c['margin']:+.2f} -> "
-                      f"{'HELD' if held else 'NOT HELD'}")
+        if r.get("_judged") and r.get("paper") in PAPERS:
+            arms.setdefault(str(r.get("experiment_config") or r.get("experiment")), []).append(r)
+    out = [f"{'experiment':<46} {'n':>2} {'top1 mean ± std':>16}  " + "  ".join(SIGNALS)]
+    for exp, rs in sorted(arms.items()):
+        top1 = [float(r["top1"]) for r in rs]
+        std = statistics.stdev(top1) if len(top1) > 1 else float("nan")
+        sig = []
+        for s in SIGNALS:
+            vals = [float(v) for r in rs if (v := (r.get("extra") or {}).get(s)) not in (None, "")]
+            sig.append(f"{_mean(vals):>{len(s)}}")
+        out.append(f"{exp:<46} {len(rs):>2} {statistics.fmean(top1):>8.2f} ± {std:<5.2f}  " + "  ".join(sig))
+    return out
+
+
+def claim_lines(rows: list[dict]) -> list[str]:
+    refs = R.load_references()
+    out = []
+    for paper in PAPERS:
+        for claim in refs[paper].claims:
+            res = R.evaluate_claim(claim, rows, refs[paper].conventions)
+            out.append(f"{paper}:{claim.id} -> {res.status}")
+            out += [f"    {ev}" for ev in res.evidence()]
+    return out
+
+
+def main(runs_dir: str | None = None) -> int:
+    if runs_dir:
+        os.environ["RESULTS_DIR"] = runs_dir
+    rows = R.mark_judged(R.load_result_rows())
+    print("\n".join(arm_table(rows) + [""] + claim_lines(rows)))
     return 0
 
 
