@@ -168,3 +168,26 @@ def test_claim_with_equal_guard_compares_only_at_equal_compression():
     for r in rows:
         r["extra"] = {"compression_ratio": 108.0 if r["method"] == "a" else 104.0}
     assert R.evaluate_claim(claim, rows).status == "held"
+
+
+def test_claim_with_acts_guard_is_inconclusive_when_the_method_did_not_act():
+    """IR2Net's erased pass with a mask that keeps every pixel is the first pass again: a difference between the
+    arms (here a seed-consistent one that would hold) says nothing about restriction."""
+    claim = R.Claim.model_validate({
+        "id": "restriction", "text": "restriction adds", "source": "test",
+        "compare": {"metric": "top1", "better": {"method": "a"}, "worse": {"method": "b"}, "same": ["dataset"],
+                    "margin": 0.0, "acts": {"metric": "extra.restriction_kept_fraction", "below": 0.999,
+                                            "why": "a mask that keeps every pixel erases nothing"}}})
+    claim._paper = "dns"
+    rows = _rows([31.0, 30.1, 30.9], [30.0, 29.3, 30.1])
+    for r in rows:
+        r["extra"] = {"restriction_kept_fraction": 1.0} if r["method"] == "a" else {}
+    res = R.evaluate_claim(claim, rows)
+    assert res.status == "inconclusive" and "did not act in dns/a" in res.comparisons[0].why
+    assert "restriction_kept_fraction = 1" in res.comparisons[0].why
+    for r in rows:
+        if r["method"] == "a":
+            r["extra"] = {"restriction_kept_fraction": 0.93}
+    assert R.evaluate_claim(claim, rows).status == "held"
+    with pytest.raises(ValueError, match="exactly one of 'above' and 'below'"):
+        R.ActsOn.model_validate({"metric": "x", "above": 1, "below": 2, "why": "w"})

@@ -162,12 +162,16 @@ def evaluate_claim(claim: Claim, rows: list[dict], conv: Conventions | None = No
             continue
         key = tuple(row.get(f, "") if not f.startswith("extra.") else (row.get("extra") or {}).get(f[6:])
                     for f in claim.same)
-        g = groups.setdefault(key, {"better": {}, "worse": {}, "equal": {}, "fid": set()})
+        g = groups.setdefault(key, {"better": {}, "worse": {}, "equal": {}, "acts": {}, "fid": set()})
         _add(g[side], row, v)
         if claim.equal is not None:
             e = row_value(row, claim.equal.metric, conv)
             if e is not None:
                 _add(g["equal"], row, e)
+        if claim.acts is not None and side == claim.acts.side:
+            a = row_value(row, claim.acts.metric, conv)
+            if a is not None:
+                _add(g["acts"], row, a)
         g["fid"].add(row.get("fidelity"))
     out = []
     for key, g in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
@@ -175,9 +179,10 @@ def evaluate_claim(claim: Claim, rows: list[dict], conv: Conventions | None = No
         for b in g["better"].values():
             for w in g["worse"].values():
                 interval, word, why = compare_arms(b, w, claim.margin)
-                unequal = _unequal(claim, g["equal"], b.experiment, w.experiment)
-                if unequal:
-                    word, why = stats.INCONCLUSIVE, unequal
+                idle = _unequal(claim, g["equal"], b.experiment, w.experiment) or _idle(
+                    claim, g["acts"], b.experiment if claim.acts and claim.acts.side == "better" else w.experiment)
+                if idle:
+                    word, why = stats.INCONCLUSIVE, idle
                 out.append(Comparison(key=key, better=b, worse=w, interval=interval, verdict=word, why=why,
                                       fidelity=fid))
     return ClaimResult(claim=claim, comparisons=out)
@@ -195,6 +200,21 @@ def _unequal(claim: Claim, equal_arms: dict, better: str, worse: str) -> str:
         return (f"not compared: the arms differ in {name} ({b:.4g} vs {w:.4g}, more than {tol:.0%}); the claim "
                 f"holds only at equal {name}")
     return ""
+
+
+def _idle(claim: Claim, acts_arms: dict, experiment: str) -> str:
+    """Why the arm's method did not act by its logged signal ("" when it did, or no guard)."""
+    acts = claim.acts
+    if acts is None:
+        return ""
+    if experiment not in acts_arms:
+        return f"not compared: {experiment} rows do not record {acts.metric}, so whether the method acted is unknown"
+    value = acts_arms[experiment].mean
+    if (acts.above is not None and value > acts.above) or (acts.below is not None and value < acts.below):
+        return ""
+    bound = f"above {acts.above:g}" if acts.above is not None else f"below {acts.below:g}"
+    return (f"not compared: the method did not act in {experiment} ({acts.metric} = {value:.4g}, needs {bound}: "
+            f"{acts.why})")
 
 
 def _evaluate_within_row(claim: Claim, rows: list[dict], conv: Conventions | None) -> ClaimResult:

@@ -282,15 +282,34 @@ class EqualOn(_Schema):
     rel_tol: Number = Field(gt=0)
 
 
+class ActsOn(_Schema):
+    """The arm on ``side`` tests its method only where the seed mean of ``metric`` (a signal its runs log) lies
+    above ``above`` or below ``below``; ``why`` says what the threshold means. Otherwise the comparison is
+    inconclusive: a run whose method parameters did not move tests nothing."""
+    metric: Text
+    side: Literal["better", "worse"] = "better"
+    above: Optional[Number] = None
+    below: Optional[Number] = None
+    why: Text
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> "ActsOn":
+        if (self.above is None) == (self.below is None):
+            raise ValueError("[above] give exactly one of 'above' and 'below'")
+        return self
+
+
 class Compare(_Schema):
     """better-side rows minus worse-side rows of ``metric``, grouped by ``same``, against ``margin``; with
-    ``equal``, only arms that agree on another metric are compared (else inconclusive, saying why)."""
+    ``equal``, only arms that agree on another metric are compared; with ``acts``, only where the method's own
+    signal shows it acted (else inconclusive, saying why)."""
     metric: Text
     better: dict = Field(min_length=1)
     worse: dict = Field(min_length=1)
     same: list[Annotated[str, Field(strict=True)]]
     margin: Number
     equal: Optional[EqualOn] = None
+    acts: Optional[ActsOn] = None
 
 
 class WithinRow(_Schema):
@@ -356,7 +375,7 @@ class Claim(_Schema):
         if self.compare is not None:
             c = self.compare
             self._flat = dict(metric=c.metric, better=dict(c.better), worse=dict(c.worse), same=list(c.same),
-                              margin=c.margin, equal=c.equal)
+                              margin=c.margin, equal=c.equal, acts=c.acts)
         elif self.within_row is not None:
             w = self.within_row
             self._flat = dict(metric=w.metric, better=dict(w.filter), worse={}, same=["run_id"],
@@ -393,6 +412,7 @@ class Claim(_Schema):
     same = _get("same")
     margin = _get("margin")
     equal = _get("equal")
+    acts = _get("acts")
     del _get
 
 
@@ -459,7 +479,8 @@ def _read_yaml(path: str) -> Any:
 
 _MODEL_AT = {"": PaperReference, "conventions": Conventions, "entries.*": Entry, "entries.*.metrics.*": Metric,
              "entries.*.metrics.*.band": Band, "entries.*.known_gap": KnownGap, "claims.*": Claim,
-             "claims.*.compare": Compare, "claims.*.compare.equal": EqualOn, "claims.*.within_row": WithinRow,
+             "claims.*.compare": Compare, "claims.*.compare.equal": EqualOn,
+             "claims.*.compare.acts": ActsOn, "claims.*.within_row": WithinRow,
              "claims.*.superseded": Supersession}
 _MARK = re.compile(r"^\[([^\]]+)\] (.*)$", re.S)
 
