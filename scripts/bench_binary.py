@@ -35,6 +35,10 @@ ARMS = {
     "approx_bnn": ("ir2net", {"restriction.enabled": False, "recovery.enabled": False}),
     "ir2net": ("ir2net", {}),
     "ir2net_no_restriction": ("ir2net", {"restriction.enabled": False}),
+    "pa": ("pa", {}),                                   # the PA grid (scripts/reproduce_pa.sh): M = N = 3
+    "pa_m1n1": ("pa", {"M": 1, "N": 1}),
+    "pa_lstsq": ("pa", {"coefficients": "lstsq"}),
+    "abc_net": ("abc_net", {}),
 }
 
 

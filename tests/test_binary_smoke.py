@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from engine.runner import build_backbone, run
 from methods import RunContext, build_method
 from methods.common.binary import binary_layers
+from methods.common.multibase import multibase_layers
 from methods.common.binary_export import export_binary, load_binary_export, main as export_main, read_export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,7 +38,7 @@ def _check_configs(compose, build_imagenet: bool):
     cited = set()
     for exp in EXPERIMENTS:
         cfg = compose([f"experiment={exp}"])
-        assert cfg.paper in ("sd_bnn", "ir2net") and cfg.fidelity in ("paper", "reduced")
+        assert cfg.paper in ("sd_bnn", "ir2net", "pa") and cfg.fidelity in ("paper", "reduced")
         if cfg.fidelity == "paper":
             assert cfg.reference.split(":")[0] == cfg.paper
             cited.add(cfg.reference)
@@ -45,7 +46,7 @@ def _check_configs(compose, build_imagenet: bool):
             build_method(cfg.method)               # keys checked; the 11M-21M parameter model is built in the slow test
             continue
         method, model = _build(cfg)
-        assert binary_layers(model) or cfg.method.name == "baseline", exp
+        assert binary_layers(model) or multibase_layers(model) or cfg.method.name == "baseline", exp
     assert cited == keys          # one config per reference cell, each citing a real entry
 
 
