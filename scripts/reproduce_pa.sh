@@ -30,7 +30,6 @@ for arms in "pa pa_m1n1 abc_net" "pa_lstsq bnn fp"; do
     for a in $arms; do arm binary/cifar10_jpeg_resnet20_"$a" "$seed"; done
   done
 done
-# the PA arms and grid_* verdicts (scripts/summarize_binary.py's table, restricted to paper pa)
-[ -n "${DRY:-}" ] || "$PY" -c 'import sys; sys.path.insert(0, "scripts"); import summarize_binary as s
-s.PAPERS = ("pa",); s.SIGNALS = ("sign_flip_total", "weight_rel_error", "act_coeff_std", "act_threshold_std")
-s.main()' || true
+# the PA arms and grid_* verdicts
+[ -n "${DRY:-}" ] || "$PY" scripts/summarize_binary.py --papers pa \
+  --signals sign_flip_total weight_rel_error act_coeff_std act_threshold_std || true
