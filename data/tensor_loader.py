@@ -12,20 +12,28 @@ import torch
 from data import DataBundle
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` (on the host) moved to ``device``; to CUDA through pinned memory without blocking (a plain copy from
+    pageable memory waits for the GPU's queue: a host sync per batch)."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
     """Batched pad-and-crop (zero padding) and horizontal flip of a float batch (B, C, H, W)."""
     b, _, h, w = x.shape
     if padding:
         padded = torch.nn.functional.pad(x, (padding,) * 4)
-        dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(x.device)
-        dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(x.device)
+        dy = to_device(torch.randint(0, 2 * padding + 1, (b,), generator=gen), x.device)
+        dx = to_device(torch.randint(0, 2 * padding + 1, (b,), generator=gen), x.device)
         rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
         cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
         batch = torch.arange(b, device=x.device)[:, None, None, None]
         chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
         x = padded[batch, chans, rows, cols]
     if flip:
-        mask = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+        mask = to_device(torch.rand(b, generator=gen) < 0.5, x.device)
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
     return x
 
@@ -74,7 +82,7 @@ class TensorLoader:
         return len(self._indices())
 
     def __iter__(self):
-        order = self._indices().to(self.device)
+        order = to_device(self._indices(), self.device)
         gen = torch.Generator().manual_seed(self.seed * 100003 + self.epoch + 7919 * (self.rank + 1))
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]

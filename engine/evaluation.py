@@ -1,4 +1,6 @@
-"""Top-1/top-5 accuracy and mean loss of a model over a loader (summed across DDP ranks)."""
+"""Top-1/top-5 accuracy and mean loss of a model over a loader (summed across DDP ranks).
+
+The sums stay on the device and are read once at the end: no host sync per batch."""
 from __future__ import annotations
 
 import torch
@@ -12,7 +14,8 @@ def evaluate(model: torch.nn.Module, loader, device, limit_batches: int | None =
     was_training = model.training
     model.eval()
     device = torch.device(device)
-    totals = torch.zeros(4, dtype=torch.float64, device=device)   # correct1, correct5, loss_sum, n
+    totals = torch.zeros(3, dtype=torch.float64, device=device)   # correct1, correct5, loss_sum
+    n = 0
     for i, (x, y) in enumerate(loader):
         if limit_batches is not None and i >= limit_batches:
             break
@@ -23,11 +26,11 @@ def evaluate(model: torch.nn.Module, loader, device, limit_batches: int | None =
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices
         hit = top.eq(y[:, None])
-        totals += torch.tensor([hit[:, 0].sum().item(), hit.any(1).sum().item(),
-                                F.cross_entropy(logits, y, reduction="sum").item(), len(y)],
-                               dtype=torch.float64, device=device)
+        totals += torch.stack([hit[:, 0].sum().double(), hit.any(1).sum().double(),
+                               F.cross_entropy(logits, y, reduction="sum").double()])
+        n += len(y)
     model.train(was_training)
-    c1, c5, loss, n = all_reduce_sum(totals).tolist()
+    c1, c5, loss, n = all_reduce_sum(torch.cat([totals, totals.new_full((1,), n)])).tolist()
     if n == 0:
         raise ValueError("evaluation saw no batches (empty test split or limit_eval_batches=0)")
     return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss / n, "samples": int(n)}

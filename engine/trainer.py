@@ -1,9 +1,10 @@
 """The training loop of one stage: epochs of steps, evaluation, per-epoch atomic checkpoints, resume.
 
 Per step: forward (bf16 autocast on CUDA) -> task loss (CE with label smoothing, + KD if a teacher is
-set; handed to the method as ``method.task_loss_fn`` for its extra passes) -> ``method.loss`` -> NaN/inf
-check -> backward -> ``method.after_backward`` -> optimizer and scheduler step -> ``method.after_step``.
-Per epoch: ``method.on_epoch_end``, evaluation, checkpoint.
+set; handed to the method as ``method.task_loss_fn`` for its extra passes) -> ``method.loss`` -> backward ->
+``method.after_backward`` -> optimizer and scheduler step -> ``method.after_step``. No step reads a tensor on the
+host: the loss is read at log points and at the epoch end only, where a NaN/inf loss since the last read stops the
+run naming its step (engine/loss_watch.py). Per epoch: ``method.on_epoch_end``, evaluation, checkpoint.
 A checkpoint holds model, optimizer, scheduler, method state, RNG state, epoch, step and history, so a
 killed run resumed with ``trainer.resume=auto`` continues to the result an uninterrupted run gives.
 """
@@ -22,6 +23,7 @@ from tqdm import tqdm
 from engine import checkpoint
 from engine.distill import build_teacher, kd_loss
 from engine.evaluation import evaluate
+from engine.loss_watch import LossWatch
 from engine.optim import build_optimizer, build_scheduler
 
 
@@ -98,6 +100,22 @@ def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dis
         print(f"[{stage.name}] {tcfg.epochs} epochs x {steps_per_epoch} steps, batch {tcfg.batch_size} "
               f"x {dist.world_size} process(es), {tcfg.optimizer.name} lr {tcfg.optimizer.lr}, "
               f"{tcfg.scheduler.name} schedule\n{HEADER}", flush=True)
+    watch = LossWatch(device, step)
+
+    def stop_on_nonfinite(bad, epoch: int) -> None:
+        """Log the first non-finite loss at its step, save the state and stop (``bad``: (step, loss) or None)."""
+        if bad is None:
+            return
+        bad_step, value = bad
+        if dist.is_main:   # the curve up to the stop, and the bad value itself
+            logger.log({"train/loss": value}, step=global_step_offset + bad_step)
+        path = os.path.join(stage_dir, "nonfinite_state.pt")
+        save(epoch, path)
+        raise NonFiniteLossError(
+            f"[{stage.name}] loss became {value} at epoch {epoch}, step {bad_step} (found at step {step}, "
+            f"lr there {scheduler.get_last_lr()[0]:.3e}); state saved to {path}. Lower trainer.optimizer.lr, "
+            f"add warmup (trainer.scheduler.warmup_epochs) or check the method's loss terms.")
+
     ev = history[-1]["eval"] if history else None
     for epoch in range(start_epoch, tcfg.epochs):
         if tcfg.max_steps and step >= tcfg.max_steps:
@@ -132,16 +150,6 @@ def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dis
                 method.task_loss_fn = task_loss_fn
                 task = task_loss_fn(out, y)
                 loss = method.loss(model, x, out, y, task)
-            if not torch.isfinite(loss):
-                if dist.is_main:   # the curve up to the stop, and the bad value itself
-                    logger.log({"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0],
-                                "epoch": epoch + i / steps_per_epoch}, step=global_step_offset + step)
-                path = os.path.join(stage_dir, "nonfinite_state.pt")
-                save(epoch, path)
-                raise NonFiniteLossError(
-                    f"[{stage.name}] loss became {loss.item()} at epoch {epoch}, step {step} "
-                    f"(lr {scheduler.get_last_lr()[0]:.3e}); state saved to {path}. Lower trainer.optimizer.lr, "
-                    f"add warmup (trainer.scheduler.warmup_epochs) or check the method's loss terms.")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             method.after_backward(raw, step)
@@ -151,11 +159,16 @@ def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dis
             step += 1
             loss_sum += loss.detach()
             seen += 1
-            if dist.is_main and (step % log_every == 0 or step == 1):   # a curve from the first step
-                logger.log({"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0],
-                            "epoch": epoch + i / steps_per_epoch}, step=global_step_offset + step)
+            watch.update(loss)
+            if step % log_every == 0 or step == 1:   # a curve from the first step; every rank checks the loss here
+                value, bad = watch.read(loss)
+                stop_on_nonfinite(bad, epoch)
+                if dist.is_main:
+                    logger.log({"train/loss": value, "train/lr": scheduler.get_last_lr()[0],
+                                "epoch": epoch + i / steps_per_epoch}, step=global_step_offset + step)
+        train_loss, bad = watch.read(loss_sum / max(seen, 1))
+        stop_on_nonfinite(bad, epoch)
         method.on_epoch_end(raw, epoch, ctx)
-        train_loss = (loss_sum / max(seen, 1)).item()
         last_epoch = epoch + 1 == tcfg.epochs or bool(tcfg.max_steps and step >= tcfg.max_steps)
         ev = None
         if (epoch + 1) % tcfg.eval_every == 0 or last_epoch:

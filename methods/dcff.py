@@ -112,7 +112,8 @@ class FusedConv2d(nn.Conv2d):
 
     Buffers: ``fusion`` (P rows of the selected filters), ``selected``, ``scores``, ``prior`` (tie-break
     preference; default: lower index first), ``temperature`` and ``next_temperature`` (> 0: refresh P at the
-    next training forward, i.e. at the start of the epoch)."""
+    next training forward, i.e. at the start of the epoch; set it with :meth:`schedule_refresh`, which keeps a host
+    copy so that the forward reads no device value)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, kept: int, like: nn.Conv2d,
                  prior: torch.Tensor | None = None, score_rule: str = "official"):
@@ -134,6 +135,17 @@ class FusedConv2d(nn.Conv2d):
                              else prior.detach().float().clone())
         self.register_buffer("temperature", torch.tensor(0.0))
         self.register_buffer("next_temperature", torch.tensor(0.0))
+        self._next_t = 0.0                         # host copy of next_temperature: no device sync per forward
+
+    def schedule_refresh(self, t: float) -> None:
+        """Refresh P at temperature ``t`` on the next training forward."""
+        self._next_t = float(t)
+        self.next_temperature.fill_(self._next_t)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "next_temperature" in state_dict:
+            self._next_t = float(state_dict[prefix + "next_temperature"])
 
     @torch.no_grad()
     def refresh(self, t: float) -> None:
@@ -156,9 +168,9 @@ class FusedConv2d(nn.Conv2d):
         return w, b
 
     def forward(self, x):
-        if self.training and float(self.next_temperature) > 0:
-            self.refresh(float(self.next_temperature))
-            self.next_temperature.zero_()
+        if self.training and self._next_t > 0:
+            self.refresh(self._next_t)
+            self.schedule_refresh(0.0)
         w, b = self.fused_weight()
         return self._conv_forward(x, w, b)
 
@@ -304,7 +316,7 @@ class DCFF(Method):
             self._record(model, epoch)
         t_next = temperature(epoch + 1, self._epochs(), self.t_start, self.t_end, self.t_k)
         for m in fused_layers(model).values():
-            m.next_temperature.fill_(t_next)
+            m.schedule_refresh(t_next)
 
     def on_stage_end(self, stage, model, ctx):
         if not fused_layers(model):

@@ -98,7 +98,7 @@ def test_refresh_happens_at_next_training_forward_and_export_matches():
         m.refresh(1.0)
     sel_t1 = layers["layer2.0.conv1"].selected.clone()
     for m in layers.values():
-        m.next_temperature.fill_(1e4)
+        m.schedule_refresh(1e4)
     fused.eval()
     fused(torch.randn(2, 3, 32, 32))           # eval forward: no refresh
     assert float(layers["layer2.0.conv1"].temperature) == 1.0
