@@ -3,6 +3,9 @@
 Each epoch draws a permutation from a generator seeded by (seed, epoch), so epoch ``e`` is the same
 whether or not the run was resumed; each DDP rank takes a strided shard of it. Augmentation (random
 crop with zero padding, horizontal flip) is batched tensor work on the device, also seeded per epoch.
+On CUDA, batches are prepared a chunk of several at a time (about 64 MB of floats): a few kernel launches serve
+many steps, and the random draws reach the device in one non-blocking copy per chunk. Every value is the same as
+preparing batch by batch, as on the CPU (the draws are made in the same order).
 """
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import math
 
 import torch
 from data import DataBundle
+
+CHUNK_BYTES = 64 << 20   # on CUDA batches are prepared several at a time, about this many bytes of float images
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -20,22 +25,39 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
-    """Batched pad-and-crop (zero padding) and horizontal flip of a float batch (B, C, H, W)."""
-    b, _, h, w = x.shape
+def crop_flip_draws(sizes: list[int], padding: int, flip: bool, gen: torch.Generator):
+    """Host tensors (dy, dx, flip mask) for consecutive batches of ``sizes``, drawn batch by batch from ``gen``
+    (dy, dx, mask of the first batch, then of the next, ...); None where that augmentation is off."""
+    dy, dx, mask = [], [], []
+    for b in sizes:
+        if padding:
+            dy.append(torch.randint(0, 2 * padding + 1, (b,), generator=gen))
+            dx.append(torch.randint(0, 2 * padding + 1, (b,), generator=gen))
+        if flip:
+            mask.append(torch.rand(b, generator=gen) < 0.5)
+    return tuple(torch.cat(t) if t else None for t in (dy, dx, mask))
+
+
+def crop_flip(x: torch.Tensor, padding: int, dy, dx, mask) -> torch.Tensor:
+    """Pad-and-crop (zero padding) at per-sample offsets ``dy``, ``dx`` and horizontal flip where ``mask``, batched on
+    ``x``'s device; the draws are moved there without blocking."""
+    b, c, h, w = x.shape
     if padding:
+        dy, dx = to_device(dy, x.device), to_device(dx, x.device)
         padded = torch.nn.functional.pad(x, (padding,) * 4)
-        dy = to_device(torch.randint(0, 2 * padding + 1, (b,), generator=gen), x.device)
-        dx = to_device(torch.randint(0, 2 * padding + 1, (b,), generator=gen), x.device)
         rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
         cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
         batch = torch.arange(b, device=x.device)[:, None, None, None]
-        chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        chans = torch.arange(c, device=x.device)[None, :, None, None]
         x = padded[batch, chans, rows, cols]
-    if flip:
-        mask = to_device(torch.rand(b, generator=gen) < 0.5, x.device)
-        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    if mask is not None:
+        x = torch.where(to_device(mask, x.device)[:, None, None, None], x.flip(3), x)
     return x
+
+
+def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
+    """Batched pad-and-crop (zero padding) and horizontal flip of a float batch (B, C, H, W)."""
+    return crop_flip(x, padding, *crop_flip_draws([x.shape[0]], padding, flip, gen))
 
 
 class TensorLoader:
@@ -82,14 +104,20 @@ class TensorLoader:
         return len(self._indices())
 
     def __iter__(self):
-        order = to_device(self._indices(), self.device)
+        order = self._indices()
+        n = len(self)
+        sizes = [min(self.batch_size, len(order) - i * self.batch_size) for i in range(n)]
+        order = to_device(order[:sum(sizes)], self.device)
         gen = torch.Generator().manual_seed(self.seed * 100003 + self.epoch + 7919 * (self.rank + 1))
-        for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+        batch_bytes = 4 * self.batch_size * self.images[0].numel()
+        per_chunk = 1 if self.device.type == "cpu" else max(1, CHUNK_BYTES // batch_bytes)
+        for first in range(0, n, per_chunk):
+            chunk = sizes[first:first + per_chunk]
+            idx = order[first * self.batch_size:first * self.batch_size + sum(chunk)]
             x = self.images.index_select(0, idx).float()
             if self.crop_padding or self.flip:
-                x = random_crop_flip(x, self.crop_padding, self.flip, gen)
-            yield (x - self.mean) / self.std, self.labels.index_select(0, idx)
+                x = crop_flip(x, self.crop_padding, *crop_flip_draws(chunk, self.crop_padding, self.flip, gen))
+            yield from zip(((x - self.mean) / self.std).split(chunk), self.labels.index_select(0, idx).split(chunk))
 
 
 def subset(images: torch.Tensor, labels: torch.Tensor, n):
