@@ -245,7 +245,9 @@ def run(cfg) -> dict:
         cost = measure(model, input_shape)
         metrics = {**metrics, **final_eval, "steps": total_steps, "epochs": total_epochs,
                    "wall_time_s": time.time() - t0, **cost.summary(), "extra": method.metrics(model)}
-        latency = measured_latency(model, input_shape) if cfg.trainer.latency and dist.is_main else None
+        latency = None
+        if cfg.trainer.latency and dist.is_main:
+            latency = measured_latency(*method.deployed(model), input_shape)
         if latency:
             metrics["extra"] = {**metrics["extra"], "latency": latency}
         if dist.is_main:
@@ -264,11 +266,12 @@ def run(cfg) -> dict:
     return metrics
 
 
-def measured_latency(model: torch.nn.Module, input_shape) -> dict:
-    """CPU latency at batch 1 and 64 (median of repeated runs); the row's latency_ms is batch 1."""
+def measured_latency(model: torch.nn.Module, form: str, input_shape) -> dict:
+    """CPU latency of the method's deployed ``form`` of the model (``Method.deployed``) at batch 1 and 64 (median
+    of repeated runs); the row's latency_ms is batch 1."""
     lat = measure_latency(model, input_shape, batch_sizes=(1, 64))
     return {"latency_ms": lat["latency_ms_b1"], "latency_ms_b64": lat["latency_ms_b64"], "threads": lat["threads"],
-            "device": f"{lat['latency_device']}, batch 1"}
+            "device": f"{lat['latency_device']}, batch 1" + (f", {form}" if form else "")}
 
 
 def result_row(cfg, metrics: dict, device: torch.device, world_size: int, launch: Launch,

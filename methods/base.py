@@ -106,6 +106,12 @@ class Method:
     def on_epoch_end(self, model: nn.Module, epoch: int, ctx: RunContext) -> None:
         pass
 
+    # ---- deployment ------------------------------------------------------------------------------
+    def deployed(self, model: nn.Module) -> tuple[nn.Module, str]:
+        """The inference form of the trained model, on which ``trainer.latency`` is measured, and a label for the
+        row's ``latency_device`` ("" for the model as trained, the default)."""
+        return model, ""
+
     # ---- reporting and state ---------------------------------------------------------------------
     def metrics(self, model: nn.Module) -> dict:
         return {}

@@ -122,3 +122,31 @@ def test_build_failure_is_one_line(monkeypatch, capsys, tmp_path):
     assert popcount_build.main() == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "exit status 1" in err
+
+
+@pytest.mark.parametrize("method_name", ["sd_bnn", "ir2net"])
+def test_binary_method_deploys_packed_copy_with_equal_logits(method_name, compose):
+    """``Method.deployed``: the form latency is measured on is a packed copy (the trained model untouched) whose
+    logits equal the float +-1 model's."""
+    cfg = compose([f"method={method_name}", "model=resnet20", "data=cifar10"])
+    torch.manual_seed(0)
+    method, model = _build(cfg)
+    model = _trained_bn(model, (3, 32, 32)).eval()
+    served, form = method.deployed(model)
+    assert form == "packed xnor-popcount" and served is not model
+    assert sum(isinstance(m, PackedBinaryConv2d) for m in served.modules()) == 18
+    assert not any(isinstance(m, PackedBinaryConv2d) for m in model.modules())
+    with torch.no_grad():
+        x = torch.randn(2, 3, 32, 32)
+        assert torch.equal(served(x), model(x))
+
+
+def test_binary_run_row_latency_is_the_packed_form(compose, tmp_path):
+    from engine.runner import run
+    from engine.results import read_rows
+    cfg = compose(["method=bnn", "model=resnet20", "data=synthetic", "data.train_size=16", "data.test_size=8",
+                   "trainer.batch_size=8", "trainer.eval_batch_size=8", "trainer.epochs=1", "trainer.max_steps=1",
+                   "trainer.latency=true"])
+    run(cfg)
+    (row,) = read_rows(str(tmp_path / "results" / "synthetic_resnet20_bnn.csv"))
+    assert float(row["latency_ms"]) > 0 and row["latency_device"].endswith("batch 1, packed xnor-popcount")

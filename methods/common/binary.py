@@ -6,6 +6,8 @@ and tests keep one import line.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
 
@@ -140,6 +142,14 @@ class BinaryMethod(Method):
         self._signs = state.get("signs", self._signs)
         self._last_signs = state.get("last_signs", self._last_signs)
         self._flip_epochs = list(state.get("flip_epochs", self._flip_epochs))
+
+    def deployed(self, model: nn.Module) -> tuple[nn.Module, str]:
+        """A CPU copy whose W1A1 layers run the XNOR-popcount kernel (methods/common/packed_binary.py, outputs
+        equal to the float +-1 model), when the kernel is built (``make install``); else the model as trained."""
+        from methods.common import packed_binary
+        if not packed_binary.available():
+            return model, "float +-1 emulation (packed kernel not built: make install)"
+        return packed_binary.pack_model(copy.deepcopy(model).cpu().eval()), "packed xnor-popcount"
 
     def metrics(self, model: nn.Module) -> dict:
         from engine.complexity import OPS_CONVENTION
