@@ -235,7 +235,8 @@ class ACP(Method):
         for key, allowed, default in (("velocity", VELOCITY, "paper"), ("dim_range", DIM_RANGE, "official"),
                                       ("clip", CLIP, "official"), ("search_split", SEARCH_SPLIT, "heldout"),
                                       ("select_rule", SELECT_RULE, "random"), ("final_init", FINAL_INIT, "gbest"),
-                                      ("allocation", ALLOCATION, "pso"), ("match_flops", MATCH_FLOPS, "search")):
+                                      ("allocation", ALLOCATION, "pso"), ("match_flops", MATCH_FLOPS, "search"),
+                                      ("control_select", ("search", "l1", "random"), "search")):
             if cfg.get(key, default) not in allowed:
                 raise ValueError(f"method.{key}={cfg.get(key)!r}; choose one of {allowed}")
         self.config = None
@@ -285,10 +286,11 @@ class ACP(Method):
         return xs[idx.to(xs.device)].to(ctx.device)
 
     # ---- fitness -----------------------------------------------------------------------------------
-    def candidate(self, widths: dict[str, int]) -> nn.Module:
+    def candidate(self, widths: dict[str, int], rule: str | None = None) -> nn.Module:
         """The candidate with inherited pretrained weights (``select_rule``; ``inherit_bn: false`` = the code)."""
         spec = channel_groups(self._dense)
-        keep = select_channels(self._dense, spec, widths, self.cfg.get("select_rule", "random"), self.generator)
+        rule = rule or self.cfg.get("select_rule", "random")
+        keep = select_channels(self._dense, spec, widths, rule, self.generator)
         model = prune_channels(self._dense, keep, spec)
         if not self.cfg.get("inherit_bn", False):
             reset_norms(model)
@@ -429,7 +431,7 @@ class ACP(Method):
             self._gbest_weights = saved.get("gbest_weights")
         config = {n: int(k) for n, k in zip(names, widths) if int(k) < spec[n].width}
         init = self.cfg.get("final_init", "gbest")
-        if init == "gbest" and self._gbest_weights is not None:
+        if init == "gbest" and self._gbest_weights is not None:   # (controls: their own fitness-trained weights)
             compact = apply_channel_config(model, config)
             compact.load_state_dict(self._gbest_weights)
         else:
@@ -454,7 +456,8 @@ class ACP(Method):
     def _run_controls(self, model, ctx, names, max_ch) -> dict:
         """Clustering counts (no search), the control's widths, one fitness fine-tune of that structure."""
         cache = os.path.join(self.cfg.get("search_cache") or os.path.join(getattr(ctx, "out_dir", "."), "acp"),
-                             f"control-{self.cfg.get('allocation')}-{self._search_key(ctx, model)}.pt")
+                             f"control-{self.cfg.get('allocation')}-{self.cfg.get('control_select', 'search')}-"
+                             f"{self._search_key(ctx, model)}.pt")
         if os.path.exists(cache):
             return torch.load(cache, weights_only=False)
         fit_loader, score_loader = self._splits(ctx)
@@ -464,7 +467,8 @@ class ACP(Method):
              for c in self._convs(names)]
         saved = {"n": n, "state": None, "evals": 1, "history": []}
         widths = self._control_widths(saved, names, max_ch, ctx)
-        cand = self.candidate(dict(zip(names, widths)))
+        rule = self.cfg.get("control_select", "search")
+        cand = self.candidate(dict(zip(names, widths)), None if rule == "search" else rule)
         f = self.train_and_score(cand, fit_loader, score_loader, ctx)
         saved.update(widths=widths, gbest_fit=f, gbest_weights={k: v.detach().cpu().clone()
                                                                for k, v in cand.state_dict().items()})

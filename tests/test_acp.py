@@ -276,3 +276,27 @@ def test_search_split_test_scores_on_the_test_set(compose, tmp_path, monkeypatch
     run(compose(TINY + ["method.search_split=test", "method.pso.cycles=0", f"method.search_cache={tmp_path}/t"]))
     run(compose(TINY + ["method.pso.cycles=0", f"method.search_cache={tmp_path}/h", "name=h"]))
     assert seen == [True, True, False, False]
+
+
+ARMS = ["acp", "cluster_only", "uniform", "l1"]
+
+
+@pytest.mark.parametrize("arm", ARMS)
+def test_reduced_experiment_files_compose_with_one_variant(compose, arm):
+    from engine.config import validate
+    from methods import build_method
+    cfg = compose([f"experiment=acp/cifar10_jpeg_resnet56_{arm}"])
+    validate(cfg)
+    assert cfg.paper == "acp" and cfg.fidelity == "reduced" and cfg.variant == "eps075_pso10x8_fit10_3ep_40x128"
+    assert cfg.method.search_split == "heldout" and cfg.method.velocity == "paper"
+    assert build_method(cfg.method).family == "prune"
+
+
+@pytest.mark.smoke
+def test_l1_control_runs_the_search_it_matches(compose, tmp_path):
+    """A control with no cached search runs it (tiny), then keeps its FLOPs from below with L1-chosen channels."""
+    from engine.runner import run
+    m = run(compose([f"experiment=acp/cifar10_jpeg_resnet56_l1", *TINY[:1], "model=resnet20", "model.pretrained=false",
+                     *TINY[3:], f"method.search_cache={tmp_path}/c"]))
+    assert m["flops"] <= m["extra"]["target_flops"] and m["extra"]["allocation"] == "uniform"
+    assert len({w for w in m["extra"]["widths"]}) <= 3          # one rate: at most one width per stage
