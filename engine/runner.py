@@ -198,6 +198,7 @@ def run(cfg) -> dict:
                      evaluate=lambda m, loader, limit_batches=None: evaluate(m, loader, device, limit_batches),
                      log=lambda metrics: logger.log(metrics, step=0))
     ctx.channels_last = channels_last
+    ctx.out_dir = out_dir                 # a method may write files of the run there (NASB: its derived genotype)
     method = build_method(cfg.method)
     method.generator.manual_seed(int(cfg.seed))   # a method's random draws follow the run seed
     model = method.transform(model, ctx).to(device)

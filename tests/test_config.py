@@ -30,7 +30,7 @@ def test_model_options_instantiate(compose):
         cfg = compose([f"model={option}"])
         size = 224 if option in ("alexnet", "mobilenet_v2", "densenet121", "googlenet", "resnet50") else 32
         kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k not in ("name", "pretrained")}
-        assert build_model(option, num_classes=10, image_size=size, **kwargs) is not None
+        assert build_model(cfg.model.name, num_classes=10, image_size=size, **kwargs) is not None
 
 
 def test_misspelt_override_key_is_named(compose):
