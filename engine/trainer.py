@@ -62,8 +62,12 @@ def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dis
     """Train ``model`` (possibly DDP-wrapped) for one stage with trainer config ``tcfg``."""
     raw = _unwrap(model)
     optimizer = build_optimizer(raw, tcfg.optimizer)
+    # the stage's training batches: the data's loader, or the method's own source (e.g. a generator's images)
+    train_src = method.train_batches(stage, tcfg, ctx)
+    if train_src is None:
+        train_src = data.train
     limit = tcfg.limit_batches
-    steps_per_epoch = min(len(data.train), limit) if limit else len(data.train)
+    steps_per_epoch = min(len(train_src), limit) if limit else len(train_src)
     if steps_per_epoch == 0:
         raise ValueError(f"the training split gives no full batch of {tcfg.batch_size} "
                          f"({data.train_size} examples); lower trainer.batch_size")
@@ -121,10 +125,10 @@ def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dis
         if tcfg.max_steps and step >= tcfg.max_steps:
             break
         t0 = time.time()
-        data.train.set_epoch(epoch)
+        train_src.set_epoch(epoch)
         model.train()
         loss_sum, seen = torch.zeros((), device=device), 0
-        bar = tqdm(data.train, total=steps_per_epoch, desc=f"{stage.name} {epoch + 1}/{tcfg.epochs}", leave=False,
+        bar = tqdm(train_src, total=steps_per_epoch, desc=f"{stage.name} {epoch + 1}/{tcfg.epochs}", leave=False,
                    disable=not (tcfg.progress and dist.is_main), file=sys.stderr, mininterval=2.0)
         for i, (x, y) in enumerate(bar):
             if i >= steps_per_epoch or (tcfg.max_steps and step >= tcfg.max_steps):

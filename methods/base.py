@@ -83,6 +83,13 @@ class Method:
     def on_stage_end(self, stage: Stage, model: nn.Module, ctx: RunContext) -> nn.Module:
         return model
 
+    def train_batches(self, stage: Stage, tcfg, ctx: RunContext):
+        """The stage's training batches, or None for the data's training loader (the default). A method that makes
+        its own batches (data-free methods: a generator's images) returns an object with ``__len__`` (steps per
+        epoch), ``set_epoch(epoch)`` and ``__iter__`` yielding ``(inputs, targets)``; the trainer then never
+        iterates the training loader."""
+        return None
+
     # ---- per step / epoch ------------------------------------------------------------------------
     def loss(self, model: nn.Module, inputs: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor,
              task_loss: torch.Tensor) -> torch.Tensor:
