@@ -217,6 +217,44 @@ class GDFQGenerator(nn.Module):
         return self.conv_blocks2(h)
 
 
+class CategoricalConditionalBN(nn.BatchNorm2d):
+    """BatchNorm2d without its own affine, scaled and shifted per class by embeddings (init 1 and 0)."""
+
+    def __init__(self, num_classes: int, num_features: int, eps: float = 1e-5):
+        super().__init__(num_features, eps=eps, affine=False)
+        self.weights = nn.Embedding(num_classes, num_features)
+        self.biases = nn.Embedding(num_classes, num_features)
+        nn.init.ones_(self.weights.weight)
+        nn.init.zeros_(self.biases.weight)
+
+    def forward(self, x, labels):
+        return super().forward(x) * self.weights(labels)[:, :, None, None] + self.biases(labels)[:, :, None, None]
+
+
+@register_generator("gdfq_imagenet")
+class GDFQImageNetGenerator(nn.Module):
+    """The official GDFQ ImageNet generator: z -> Linear -> cond. BN -> up x2 -> conv3 -> cond. BN(eps 0.8) -> LReLU
+    -> up x2 -> conv3 -> cond. BN(eps 0.8) -> LReLU -> conv3 -> tanh -> BN(affine=False); class-conditional through
+    categorical conditional BN (official: 1000 classes always; here ``num_classes``)."""
+
+    def __init__(self, num_classes: int, latent_dim: int = 100, image_size: int = 224, channels: int = 3):
+        super().__init__()
+        self.latent_dim, self.init_size = latent_dim, image_size // 4
+        self.l1 = nn.Sequential(nn.Linear(latent_dim, 128 * self.init_size ** 2))
+        self.bn0 = CategoricalConditionalBN(num_classes, 128)
+        self.conv1, self.bn1 = nn.Conv2d(128, 128, 3, 1, 1), CategoricalConditionalBN(num_classes, 128, eps=0.8)
+        self.conv2, self.bn2 = nn.Conv2d(128, 64, 3, 1, 1), CategoricalConditionalBN(num_classes, 64, eps=0.8)
+        self.conv3, self.out_bn = nn.Conv2d(64, channels, 3, 1, 1), nn.BatchNorm2d(channels, affine=False)
+
+    def forward(self, z, labels):
+        h = self.l1(z).view(z.shape[0], 128, self.init_size, self.init_size)
+        h = F.interpolate(self.bn0(h, labels), scale_factor=2)
+        h = F.leaky_relu(self.bn1(self.conv1(h), labels), 0.2)
+        h = F.interpolate(h, scale_factor=2)
+        h = F.leaky_relu(self.bn2(self.conv2(h), labels), 0.2)
+        return self.out_bn(torch.tanh(self.conv3(h)))
+
+
 def build_generator(name: str, **kwargs) -> nn.Module:
     return GENERATORS.get(name)(**kwargs)
 
@@ -322,6 +360,7 @@ class GDFQ(Method):
         self.teacher = self.G = self.opt_g = self.hooks = None
         self.aqs: list[ActQuant] = []
         self._saved: dict = {}
+        self._real_offset = 0
 
     # structure
     def transform(self, model: nn.Module, ctx: RunContext) -> nn.Module:
@@ -331,6 +370,8 @@ class GDFQ(Method):
             p.requires_grad_(False)
         self.hooks = BNStatHooks(self.teacher)
         self.aqs = quantize_model(model, self.w_bits, self.a_bits, self.act_ema)
+        self._q0 = {n: quantize_weight(m.weight, m.weight_bits).detach().clone() for n, m in model.named_modules()
+                    if isinstance(m, (QuantConv2d, QuantLinear))}   # the start's levels (signal: did S move?)
         if self.student_bn == "eval":
             for m in model.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -344,18 +385,20 @@ class GDFQ(Method):
         return model
 
     def stages(self) -> list[Stage]:
-        """``warmup``: G only (the student's optimizer at lr 0), then ``finetune`` with the trainer's settings."""
+        """``warmup``: G only (the student's optimizer at lr 0; activation ranges move), then ``finetune`` with the
+        trainer's settings. With data_source=real the warm-up calibrates the ranges on real images instead."""
         out = []
-        if self.warmup_epochs > 0 and self.data_source == "generator":
+        if self.warmup_epochs > 0:
             out.append(Stage("warmup", trainer={"epochs": self.warmup_epochs, "optimizer": {"lr": 0.0},
                                                 "scheduler": {"name": "constant"}}))
         out.append(Stage("finetune"))
         return out
 
     def train_batches(self, stage: Stage, tcfg, ctx: RunContext):
-        offset = 0 if stage.name == "warmup" else (self.warmup_epochs if self.data_source == "generator" else 0)
-        if self.data_source == "real":
+        offset = 0 if stage.name == "warmup" else self.warmup_epochs
+        if self.data_source == "real":   # the data's loader; ranges and epochs follow on_epoch_end
             self._real_offset = offset
+            self.start_epoch(offset)
             return None
         steps = self.iters
         if tcfg.get("limit_batches"):
@@ -375,8 +418,8 @@ class GDFQ(Method):
                 group["lr"] = lr
 
     def on_epoch_end(self, model, epoch, ctx):
-        if self.data_source == "real":   # no batch source: ranges move in the first epochs of the run
-            self.start_epoch(epoch + 1)
+        if self.data_source == "real":   # no batch source: the absolute epoch moves here
+            self.start_epoch(self._real_offset + epoch + 1)
 
     # per step
     def generate(self):
@@ -413,8 +456,19 @@ class GDFQ(Method):
                             self.kd_reduction)
 
     # reporting and state
+    def level_flip_rate(self, model) -> float:
+        """Fraction of student weights whose quantized value differs from the start's: the fine-tune acted."""
+        changed = total = 0
+        for n, m in model.named_modules():
+            if n in self._q0:
+                q = quantize_weight(m.weight, m.weight_bits).detach()
+                changed += int((q != self._q0[n].to(q.device)).sum())
+                total += q.numel()
+        return changed / max(total, 1)
+
     def metrics(self, model):
         out = {"w_bits": self.w_bits, "a_bits": self.a_bits, "generator": self.generator_name,
+               "level_flip_rate": round(self.level_flip_rate(model), 5),
                "data_source": self.data_source,
                "act_ranges": [[round(float(a.range()[0]), 4), round(float(a.range()[1]), 4)] for a in self.aqs]}
         out.update({k: round(float(v), 4) for k, v in self.log.items()})

@@ -124,6 +124,23 @@ def test_generator_forward_matches_official():
     torch.testing.assert_close(gen(G["g_z"], G["g_y"]), G["g_out"], **TOL)
 
 
+@pytest.mark.golden
+def test_imagenet_generator_forward_matches_official():
+    gen = build_generator("gdfq_imagenet", num_classes=1000, latent_dim=100, image_size=8, channels=3)
+    ours = {"conv_blocks0_0": "bn0", "conv_blocks1_0": "conv1", "conv_blocks1_1": "bn1", "conv_blocks2_0": "conv2",
+            "conv_blocks2_1": "bn2", "conv_blocks2_3": "conv3", "l1": "l1"}
+    params = dict(gen.named_parameters())
+    assert len(params) == len(G["gi_param_order"])
+    with torch.no_grad():
+        for k, name in enumerate(G["gi_param_order"]):
+            head, rest = name.split(".", 1)
+            p = params[f"{ours[head]}.{rest}"]
+            p.copy_(torch.sin(torch.arange(p.numel(), dtype=torch.float32) * 0.29 + k).view_as(p) * 0.1
+                    + (1.0 if "weights" in name else 0.0))
+    gen.train()
+    torch.testing.assert_close(gen(G["gi_z"], G["gi_y"]), G["gi_out"], **TOL)
+
+
 # ---- properties --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("bits", [2, 4, 5])
 def test_quantized_resnet20_takes_at_most_2_pow_b_levels(bits):

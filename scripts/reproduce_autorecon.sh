@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# AutoReCon / GDFQ reduced experiment (issue 18; docs/gdfq.md). Rows -> results/runs/autorecon.csv, judged (only the
+# seed is overridden). Usage: bash scripts/reproduce_autorecon.sh [seed ...]   (default seeds 0 1 2;
+# `make reproduce-autorecon`). DRY=1 prints the plan. AutoReCon arms (searched generator) are to be added here later.
+#
+# GDFQ arms per seed (pretrained CIFAR-10 ResNet-20 teacher, cifar10_jpeg test split; 50 iterations of batch 64 per
+# epoch; 4 warm-up epochs of generator-only training + 4 fine-tune epochs): w4a4 (GDFQ), w4a4_noft (the warm-up
+# only: student never updated), w4a4_qat (full-data QAT upper bound: real training images, same steps), w5a5,
+# w5a5_noft. Claims: gdfq_finetune_beats_no_finetune_{w4a4,w5a5}, gdfq_below_full_data_qat_w4a4,
+# gdfq_w5a5_beats_w4a4 (results/reference/autorecon.yaml).
+# Sizing (timing probe of 20 steps: 10 warm-up + 10 fine-tune steps at batch 64, 1 thread holding the CPU lock, load
+# average 2.9 from other work, 01:10 UTC): 3.0 s per warm-up step (generator forward/backward through the teacher +
+# student forward/backward), 2.8 s per fine-tune step. GDFQ arm: 400 steps ~ 19 min + 2 test evaluations;
+# no-fine-tune arm: 200 steps ~ 10 min; QAT arm: no generator, ~ 10-12 min (not probed). Per seed ~ 70 min;
+# 3 seeds ~ 3.5 h at that load.
+#
+# Resumable: scripts/reproduce_lib.sh skips an arm whose row exists at the file's current config hash; an interrupted
+# run continues from its last epoch checkpoint (the generator and its optimizer are in the method state).
+source "$(dirname "$0")/reproduce_lib.sh" "$@"
+
+for s in "${SEEDS[@]}"; do
+  for a in w4a4 w4a4_noft w4a4_qat w5a5 w5a5_noft; do arm gdfq/cifar10_jpeg_resnet20_$a "$s"; done
+done
