@@ -12,7 +12,9 @@
 # average 2.9 from other work, 01:10 UTC): 3.0 s per warm-up step (generator forward/backward through the teacher +
 # student forward/backward), 2.8 s per fine-tune step. GDFQ arm: 400 steps ~ 19 min + 2 test evaluations;
 # no-fine-tune arm: 200 steps ~ 10 min; QAT arm: no generator, ~ 10-12 min (not probed). Per seed ~ 70 min;
-# 3 seeds ~ 3.5 h at that load.
+# 3 seeds ~ 3.5 h at that load. A second probe (act_ema=debiased, 01:20 UTC) took 36 s per 10 steps including a
+# 3000-image evaluation. With the official range rule and only 20 range updates the probe's student was at chance
+# (the EMA overshoot, docs/gdfq.md): the files give it 200 updates.
 #
 # Resumable: scripts/reproduce_lib.sh skips an arm whose row exists at the file's current config hash; an interrupted
 # run continues from its last epoch checkpoint (the generator and its optimizer are in the method state).
