@@ -49,7 +49,7 @@ CASES = [
     ("train", ["method=sdbnn"], "sdbnn"),
     ("train", ["model.name=resnet21"], "resnet21"),
     ("train", ["model.name=timm:nosuchnet"], "nosuchnet"),
-    ("train", ["method=acp"], "acp"),
+    ("train", ["method=aip"], "aip"),
     ("train", ["logger=wandb", "logger.mode=onlin"], "logger.mode"),
     ("train", ["trainer.optimizer.name=sgdd"], "trainer.optimizer.name"),
     ("train", ["trainer.scheduler.name=cos"], "trainer.scheduler.name"),
