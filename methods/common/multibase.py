@@ -122,7 +122,7 @@ class WeightBases(nn.Module):
         self.m = int(m)
 
     def fit(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define fit (abstract: PA's and ABC-Net's bases do)")
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -323,10 +323,10 @@ class MultiBaseMethod(BinaryMethod):
         self.input_shape = None
 
     def make_weight_bases(self, layer) -> WeightBases:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define make_weight_bases (abstract: pa, abc_net do)")
 
     def make_act_bases(self, layer) -> ActBases:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define make_act_bases (abstract: pa, abc_net do)")
 
     def describe(self) -> dict:
         return {}
