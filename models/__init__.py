@@ -9,7 +9,7 @@ MODELS = Registry("model")
 register_model = MODELS.register
 list_models = MODELS.list
 
-from models import cifar_resnet, lenet, resnet, vgg, imagenet, binary, nasb  # noqa: E402,F401  (registration)
+from models import cifar_resnet, lenet, resnet, vgg, imagenet, binary, nasb, nat_cells  # noqa: E402,F401  (registration)
 from models.pretrained import load_pretrained, pretrained_info  # noqa: E402
 from models.channels import apply_channel_config  # noqa: E402
 
