@@ -407,7 +407,7 @@ class NAT(Method):
         loss.backward()
         self._opt.step()
         self.baseline = baseline_update(self.baseline, r, adv, self.pcfg["gamma"], self.pcfg["baseline_update"])
-        return {"reward": r, "entropy": float(ent_n + ent_r), "acc_alpha": acc_alpha, "acc_beta": acc_beta}
+        return {"reward": r, "entropy": float((ent_n + ent_r).detach()), "acc_alpha": acc_alpha, "acc_beta": acc_beta}
 
     def after_step(self, model: nn.Module, step: int) -> None:
         if self.phase != "search":

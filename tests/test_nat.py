@@ -1,0 +1,288 @@
+"""NAT / NAT++ (methods/nat.py, models/nat_cells.py): transition rule, masked softmax, GCN policy, REINFORCE, search
+and derivation. Goldens from the official NATv2 code: tests/golden/nat/ (README there)."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from methods.nat import (NAT_TRANSITIONS, TRANSITIONS, NATPolicy, advantage, baseline_update, batch_accuracy,
+                         bm_softmax, cell_adjacency, masked_log_prob_entropy, policy_loss, reward, sample_input_arch,
+                         shared_weight_accuracy, transform_cell, transition_mask)
+from models.nat_cells import DARTS, PRIMITIVES, RESBLOCK, NATNet, NATSupernet, load_genotype, make_op
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "nat")
+
+
+def golden(stem):
+    with open(os.path.join(GOLDEN, f"{stem}.json")) as f:
+        return json.load(f)
+
+
+def macs(module: torch.nn.Module, shape) -> int:
+    """Conv/linear MACs by forward hooks (the engine's convention, engine/complexity.py)."""
+    from engine.complexity import measure
+    return int(measure(module, shape).summary()["macs"])
+
+
+# ---- transition rule and masked softmax -------------------------------------------------------------------------
+@pytest.mark.golden
+def test_transition_mask_equals_the_official_dictionary():
+    g = golden("transition_masks")
+    assert g["primitives"] == list(PRIMITIVES)
+    assert transition_mask(TRANSITIONS).int().tolist() == g["mask"]
+
+
+def test_nat_v1_transitions_are_same_skip_null():
+    m = transition_mask(NAT_TRANSITIONS)
+    assert m.sum(1).tolist() == [2 if o in ("skip_connect", "null") else 3 for o in PRIMITIVES]
+    for i, o in enumerate(PRIMITIVES):
+        assert {PRIMITIVES[j] for j in m[i].nonzero().flatten().tolist()} == {o, "skip_connect", "null"}
+
+
+def test_masked_softmax_support_is_the_transition_set_for_every_op():
+    mask = transition_mask()
+    logits = torch.randn(len(PRIMITIVES), len(PRIMITIVES), generator=torch.Generator().manual_seed(0)) * 5
+    p = bm_softmax(logits, mask)
+    for i, o in enumerate(PRIMITIVES):
+        assert {PRIMITIVES[j] for j in (p[i] > 0).nonzero().flatten().tolist()} == set(TRANSITIONS[o])
+        n_valid = len(TRANSITIONS[o])
+        assert p[i].sum().item() == pytest.approx(1 + n_valid * 1e-5, abs=1e-6)   # official: + 1e-5 per valid op
+    # a huge logit on an invalid op changes nothing
+    bumped = logits.clone()
+    bumped[PRIMITIVES.index("skip_connect"), PRIMITIVES.index("conv_5x5")] = 1e4
+    assert torch.equal(bm_softmax(bumped, mask), p)
+
+
+def _cost_increases():
+    """Every (op, op', stride) with op' in T(op) whose MACs exceed op's on a 8-channel 8x8 input."""
+    out = []
+    for stride in (1, 2):
+        cost = {o: macs(make_op(o, 8, stride, affine=True), (8, 8, 8)) for o in PRIMITIVES}
+        for o in PRIMITIVES:
+            for t in TRANSITIONS[o]:
+                if cost[t] > cost[o]:
+                    out.append((o, t, stride))
+    return out
+
+
+def test_no_transition_adds_madds_except_to_skip_on_a_reduction_edge():
+    # The released rules never raise an op's MAdds on a stride-1 edge. On a stride-2 (reduction) edge skip_connect is
+    # FactorizedReduce (two 1x1 convs), so null -> skip (the paper's stated exception) and pool -> skip (pooling has
+    # no MAdds) add MAdds: exactly these five.
+    assert sorted(_cost_increases()) == sorted([("null", "skip_connect", 2), ("max_pool_3x3", "skip_connect", 2),
+                                                ("max_pool_5x5", "skip_connect", 2), ("avg_pool_3x3", "skip_connect", 2),
+                                                ("avg_pool_5x5", "skip_connect", 2)])
+
+
+def test_transformed_network_never_has_more_madds_without_the_reduction_skip_exception():
+    policy = NATPolicy(edge_hid=4, nfeat=8, gcn_hid=4)
+    mask, gen = transition_mask(), torch.Generator().manual_seed(3)
+    exception = {"null", "max_pool_3x3", "max_pool_5x5", "avg_pool_3x3", "avg_pool_5x5"}
+    checked = 0
+    for _ in range(20):
+        beta = {"normal": sample_input_arch(4, PRIMITIVES, gen), "reduce": sample_input_arch(4, PRIMITIVES, gen)}
+        alpha = {k: transform_cell(policy, beta[k], mask, gen)[0] for k in ("normal", "reduce")}
+        hit = any(a[0] == "skip_connect" and b[0] in exception and b[1] < 2
+                  for a, b in zip(alpha["reduce"], beta["reduce"]))
+        m_in = macs(NATNet(beta, width=4, layers=3), (3, 16, 16))
+        m_out = macs(NATNet(alpha, width=4, layers=3), (3, 16, 16))
+        if not hit:
+            assert m_out <= m_in
+            checked += 1
+    assert checked >= 5
+
+
+def test_null_to_skip_on_a_reduction_edge_adds_exactly_a_factorized_reduce():
+    beta = load_genotype(RESBLOCK)
+    alpha = json.loads(json.dumps(beta))
+    alpha["reduce"][0][0] = "skip_connect"            # null(0, 2) -> skip(0, 2) in the reduction cell
+    w, layers = 4, 3                                   # cells: normal, reduce (layer 1, c=8), reduce (layer 2, c=16)
+    extra = macs(NATNet(alpha, width=w, layers=layers), (3, 16, 16)) - macs(NATNet(beta, width=w, layers=layers),
+                                                                             (3, 16, 16))
+    # FactorizedReduce(c, c) at stride 2: c * c MACs per output pixel; layer 1: c=8 at 8x8, layer 2: c=16 at 4x4
+    assert extra == 8 * 8 * 8 * 8 + 16 * 16 * 4 * 4
+
+
+@pytest.mark.golden
+def test_shipped_official_transformations_obey_the_released_rules():
+    pairs = golden("shipped_transformations")["pairs"]
+    checked = 0
+    for base, versions in pairs.items():
+        for kind in ("normal", "reduce"):
+            for method, table in (("natpp", TRANSITIONS), ("nat", NAT_TRANSITIONS)):
+                if method not in versions:
+                    continue
+                for (o, f, t), (o2, f2, t2) in zip(versions["input"][kind], versions[method][kind]):
+                    assert (f, t) == (f2, t2)
+                    assert o2 in table[o], (base, method, kind, o, o2)
+                    checked += 1
+    assert checked == 8 * 2 * 2 * 3 + 10 * 2 * 2     # DARTS, ResBlock, VGG (8 edges), ENAS (10): both cells, NAT and NAT++
+
+
+# ---- the policy ---------------------------------------------------------------------------------------------------
+@pytest.mark.golden
+def test_policy_forward_matches_the_official_transformer():
+    g = golden("policy_forward")
+    s = g["sizes"]
+    policy = NATPolicy(len(PRIMITIVES), s["steps"], s["edge_hid"], s["nfeat"], s["gcn_hid"], 0.0)
+    policy.load_state_dict({k: torch.tensor(v) for k, v in g["state_dict"].items()})
+    policy.eval()
+    mask = transition_mask()
+    for name, case in g["cases"].items():
+        edges = case["edges"]
+        adj = cell_adjacency(edges, s["steps"] + 2)
+        assert adj.tolist() == case["adjacency"], name
+        idx = torch.tensor([PRIMITIVES.index(op) for op, _, _ in edges])
+        with torch.no_grad():
+            logits = policy(idx, adj)
+        torch.testing.assert_close(logits, torch.tensor(case["logits"]), rtol=1e-5, atol=1e-6)
+        row_mask = mask[idx]
+        probs = bm_softmax(logits, row_mask)
+        torch.testing.assert_close(probs, torch.tensor(case["probs"]), rtol=1e-5, atol=1e-6)
+        logp, ent = masked_log_prob_entropy(probs, row_mask)
+        act = torch.tensor([PRIMITIVES.index(op) for op, _, _ in case["sampled"]])
+        assert float(logp.gather(1, act[:, None]).sum()) == pytest.approx(case["log_p"], rel=1e-5)
+        assert float(ent.sum()) == pytest.approx(case["entropy"], rel=1e-5)
+
+
+@pytest.mark.golden
+def test_policy_defaults_have_the_official_parameter_shapes():
+    g = golden("policy_forward")
+    ours = {k: list(v.shape) for k, v in NATPolicy().state_dict().items()}
+    assert ours == g["default_shapes"]
+
+
+def test_adjacency_counts_duplicate_edges_and_has_no_self_loops():
+    adj = cell_adjacency([["skip_connect", 1, 2], ["sep_conv_3x3", 1, 2], ["null", 0, 3], ["conv_1x1", 2, 3],
+                          ["conv_3x3", 0, 4], ["conv_3x3", 3, 4], ["skip_connect", 4, 5], ["null", 2, 5]], 6)
+    assert adj[2, 1] == 2 and adj[3, 0] == 1 and adj[5, 2] == 1 and adj.sum() == 8 and adj.diagonal().sum() == 0
+    assert adj[:2].sum() == 0      # the cell inputs aggregate nothing
+
+
+def test_sampled_transformations_are_always_valid():
+    policy = NATPolicy(edge_hid=4, nfeat=8, gcn_hid=4)
+    mask, gen = transition_mask(), torch.Generator().manual_seed(0)
+    for _ in range(20):
+        beta = sample_input_arch(4, PRIMITIVES, gen)
+        assert all(op != "null" and 0 <= f < t for op, f, t in beta)
+        assert [t for _, _, t in beta] == [2, 2, 3, 3, 4, 4, 5, 5]
+        alpha, logp, ent, _ = transform_cell(policy, beta, mask, gen)
+        assert all(a[0] in TRANSITIONS[b[0]] and a[1:] == b[1:] for a, b in zip(alpha, beta))
+        assert float(logp) < 0 and float(ent) > 0
+
+
+# ---- REINFORCE ----------------------------------------------------------------------------------------------------
+@pytest.mark.golden
+def test_reinforce_loss_and_baseline_match_the_official_code():
+    g = golden("reinforce")
+    y = torch.tensor(g["targets"])
+    b = 0.0
+    for st in g["steps"]:
+        assert b == pytest.approx(st["baseline_before"], abs=1e-7)
+        r = reward(batch_accuracy(torch.tensor(st["optimized_logits"]), y), batch_accuracy(torch.tensor(st["logits"]), y))
+        adv = advantage(r, b)
+        assert adv == pytest.approx(st["returned_reward"], abs=1e-6)
+        loss = policy_loss(torch.tensor(st["logp_normal"]), torch.tensor(st["logp_reduce"]), adv,
+                           torch.tensor(st["ent_normal"]), torch.tensor(st["ent_reduce"]))
+        assert float(loss) == pytest.approx(st["loss"], rel=1e-5, abs=1e-6)
+        b = baseline_update(b, r, adv, 0.99, "official")
+        assert b == pytest.approx(st["baseline_after"], abs=1e-6)
+
+
+def test_baseline_rules_differ_as_documented():
+    # official: b averages the advantage (stationary b = mean R / 2); reward: b averages R (stationary b = mean R)
+    b_off = b_rew = 0.0
+    for _ in range(3000):
+        b_off = baseline_update(b_off, 0.1, advantage(0.1, b_off), 0.99, "official")
+        b_rew = baseline_update(b_rew, 0.1, advantage(0.1, b_rew), 0.99, "reward")
+    assert b_off == pytest.approx(0.05, abs=1e-6) and b_rew == pytest.approx(0.1, abs=1e-6)
+
+
+def test_reward_sign_and_policy_gradient_direction():
+    assert reward(0.75, 0.5) == 0.25 and reward(0.5, 0.75) == -0.25
+    policy = NATPolicy(edge_hid=4, nfeat=8, gcn_hid=4)
+    mask, gen = transition_mask(), torch.Generator().manual_seed(1)
+    edges = DARTS["normal"]
+    alpha, logp, ent, _ = transform_cell(policy, edges, mask, gen)
+    opt = torch.optim.SGD(policy.parameters(), lr=0.1)
+    policy_loss(logp, torch.zeros(()), 1.0, torch.zeros(()), torch.zeros(()), (0.0, 0.0)).backward()
+    opt.step()
+    idx = torch.tensor([PRIMITIVES.index(op) for op, _, _ in edges])
+    act = torch.tensor([PRIMITIVES.index(op) for op, _, _ in alpha])
+    with torch.no_grad():
+        p = bm_softmax(policy(idx, cell_adjacency(edges, 6)), mask[idx])
+        after = masked_log_prob_entropy(p, mask[idx])[0].gather(1, act[:, None]).sum()
+    assert float(after) > float(logp)        # a positive advantage makes the sampled cell more likely
+
+
+# ---- super-net and derivation -------------------------------------------------------------------------------------
+def test_supernet_runs_any_cell_and_scoring_keeps_bn_statistics():
+    torch.manual_seed(0)
+    net = NATSupernet(10, 3, width=4, layers=3)
+    g = load_genotype(DARTS)
+    loader = [(torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))) for _ in range(2)]
+    before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+    acc = shared_weight_accuracy(net, loader, g, torch.device("cpu"))
+    assert 0.0 <= acc <= 1.0
+    after = {k: v for k, v in net.state_dict().items() if "running" in k}
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert net.arch["normal"][0] == [tuple(e) for e in g["normal"]]
+    # the arch travels in the state dict (resume)
+    other = NATSupernet(10, 3, width=4, layers=3)
+    other.load_state_dict(net.state_dict())
+    assert other.arch == net.arch
+
+
+def test_derived_network_concat_widths():
+    net = NATNet(RESBLOCK, width=4, layers=3)        # concat [5]: each cell outputs C channels
+    assert net.classifier.in_features == 16
+    assert NATNet(DARTS, width=4, layers=3).classifier.in_features == 64
+    with pytest.raises(ValueError, match="model.genotype.normal edge 0"):
+        load_genotype({"normal": [["conv_7x7", 0, 2]] + DARTS["normal"][1:], "reduce": DARTS["reduce"]})
+
+
+def test_config_errors_name_the_key():
+    from methods.nat import NAT
+    with pytest.raises(ValueError, match="method.transitions"):
+        NAT({"transitions": "bogus"})
+    with pytest.raises(ValueError, match="method.policy.baseline_update"):
+        NAT({"policy": {"baseline_update": "bogus"}})
+    with pytest.raises(ValueError, match="method.stages"):
+        NAT({"stages": [{"name": "retrain", "phase": "retrain"}]})
+
+
+SMALL = ["data=synthetic", "model.width=4", "model.layers=3", "trainer.batch_size=16", "trainer.epochs=1",
+         "method.derive.heldout_size=64", "method.derive.n_archs=3", "logger=none"]
+
+
+@pytest.mark.smoke
+def test_search_derive_retrain_through_the_engine(compose):
+    from engine.runner import run
+    cfg = compose(["method=nat", "model=nat_darts", *SMALL, "trainer.max_steps=3"])
+    out = run(cfg)
+    extra = out["extra"]
+    assert out["steps"] == 6 and extra["policy_steps"] == 3
+    assert len(extra["derive_candidate_accs"]) == 3 and extra["derive_split"] == "heldout"
+    assert extra["derive_best_acc"] == max(extra["derive_candidate_accs"])
+    alpha = {"normal": [], "reduce": []}
+    for part in extra["genotype"].split("; "):
+        kind, rest = part.split(": ", 1)
+        alpha[kind] = [e.split("(")[0] for e in rest.split(" concat")[0].split(" ")]
+    for kind in ("normal", "reduce"):
+        assert all(a in TRANSITIONS[b[0]] for a, b in zip(alpha[kind], DARTS[kind]))
+    assert os.path.exists(extra["genotype_file"])
+    assert out["macs"] > 0
+
+
+@pytest.mark.slow
+def test_experiment_files_compose_and_run_two_steps(compose):
+    from engine.runner import run
+    here = os.path.join(os.path.dirname(os.path.dirname(__file__)), "conf", "experiment", "nat")
+    for f in sorted(os.listdir(here)):
+        cfg = compose([f"experiment=nat/{f[:-5]}", "data=synthetic", "data.train_subset=null", "data.test_subset=null",
+                       "trainer.max_steps=2", "logger=none"]
+                      + (["method.derive.heldout_size=64", "method.derive.n_archs=2"] if "_nat" in f else []))
+        run(cfg)
