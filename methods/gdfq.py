@@ -40,11 +40,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.registry import Registry
 from methods import Method, RunContext, Stage, register_method
-
-GENERATORS = Registry("generator")
-register_generator = GENERATORS.register
+import methods.common.generator_cells  # noqa: F401  (registers the cell generators, e.g. ait_discovered_cifar10)
+from methods.common.generators import (GENERATORS, CategoricalConditionalBN, build_generator,  # noqa: F401
+                                       register_generator)
 
 
 # ---- quantizer -------------------------------------------------------------------------------------------------
@@ -217,20 +216,6 @@ class GDFQGenerator(nn.Module):
         return self.conv_blocks2(h)
 
 
-class CategoricalConditionalBN(nn.BatchNorm2d):
-    """BatchNorm2d without its own affine, scaled and shifted per class by embeddings (init 1 and 0)."""
-
-    def __init__(self, num_classes: int, num_features: int, eps: float = 1e-5):
-        super().__init__(num_features, eps=eps, affine=False)
-        self.weights = nn.Embedding(num_classes, num_features)
-        self.biases = nn.Embedding(num_classes, num_features)
-        nn.init.ones_(self.weights.weight)
-        nn.init.zeros_(self.biases.weight)
-
-    def forward(self, x, labels):
-        return super().forward(x) * self.weights(labels)[:, :, None, None] + self.biases(labels)[:, :, None, None]
-
-
 @register_generator("gdfq_imagenet")
 class GDFQImageNetGenerator(nn.Module):
     """The official GDFQ ImageNet generator: z -> Linear -> cond. BN -> up x2 -> conv3 -> cond. BN(eps 0.8) -> LReLU
@@ -253,10 +238,6 @@ class GDFQImageNetGenerator(nn.Module):
         h = F.interpolate(h, scale_factor=2)
         h = F.leaky_relu(self.bn2(self.conv2(h), labels), 0.2)
         return self.out_bn(torch.tanh(self.conv3(h)))
-
-
-def build_generator(name: str, **kwargs) -> nn.Module:
-    return GENERATORS.get(name)(**kwargs)
 
 
 # ---- losses ----------------------------------------------------------------------------------------------------
@@ -377,12 +358,17 @@ class GDFQ(Method):
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.register_forward_pre_hook(_bn_eval_pre_hook)
         if self.data_source == "generator":
-            self.G = build_generator(self.generator_name, num_classes=ctx.num_classes, latent_dim=self.latent_dim,
-                                     image_size=ctx.image_size, channels=ctx.in_channels).to(ctx.device)
+            self.G = self.make_generator(ctx).to(ctx.device)
             self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.lr_g, betas=self.betas_g)
         if self._saved:
             self._restore()
         return model
+
+    def make_generator(self, ctx: RunContext) -> nn.Module:
+        """The generator G(z, y) that the run trains: ``method.generator`` from the registry. A subclass may build
+        it otherwise (AutoReCon: searched with the teacher, which exists by now as ``self.teacher``/``self.hooks``)."""
+        return build_generator(self.generator_name, num_classes=ctx.num_classes, latent_dim=self.latent_dim,
+                               image_size=ctx.image_size, channels=ctx.in_channels)
 
     def stages(self) -> list[Stage]:
         """``warmup``: G only (the student's optimizer at lr 0; activation ranges move), then ``finetune`` with the
