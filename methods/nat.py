@@ -295,6 +295,14 @@ class NAT(Method):
         self._history: list[dict] = []
         self._derive_report: dict = {}
         self.genotype_path = None
+        self._theta0: torch.Tensor | None = None     # the policy's parameters at the start of the search
+
+    def policy_shift(self) -> float | None:
+        """||theta - theta_0|| / ||theta_0||: how far the search moved the policy (a run where it did not tests nothing)."""
+        if self._theta0 is None or self.policy is None:
+            return None
+        theta = torch.cat([p.detach().cpu().flatten() for p in self.policy.parameters()])
+        return float((theta - self._theta0).norm() / self._theta0.norm().clamp_min(1e-12))
 
     # ---- structure --------------------------------------------------------------------------------------------
     def _net(self, genotype: dict, ctx: RunContext) -> NATNet:
@@ -387,6 +395,8 @@ class NAT(Method):
             if self._opt_state is not None:
                 self._opt.load_state_dict(self._opt_state)
                 self._opt_state = None
+            if self._theta0 is None:
+                self._theta0 = torch.cat([p.detach().cpu().flatten() for p in self.policy.parameters()])
             self._set_beta(model, self._beta or self._next_beta())
         return model
 
@@ -499,6 +509,8 @@ class NAT(Method):
         out.update({f"derive_{k}": v for k, v in self._derive_report.items()})
         out["policy_steps"] = self._stats["policy_steps"]
         out["baseline"] = round(self.baseline, 6)
+        if self.policy_shift() is not None:
+            out["policy_shift"] = round(self.policy_shift(), 6)
         if self._history:
             out["search_per_epoch"] = self._history
         if self.genotype_path:
@@ -511,7 +523,7 @@ class NAT(Method):
                 "policy_opt": self._opt.state_dict() if self._opt is not None else self._opt_state,
                 "baseline": self.baseline, "beta": self._beta, "policy_pos": list(self._policy_pos),
                 "stats": dict(self._stats), "history": list(self._history), "derive_report": self._derive_report,
-                "genotype_path": self.genotype_path}
+                "genotype_path": self.genotype_path, "theta0": self._theta0}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -535,3 +547,4 @@ class NAT(Method):
         self._history = list(state.get("history", self._history))
         self._derive_report = state.get("derive_report", self._derive_report)
         self.genotype_path = state.get("genotype_path", self.genotype_path)
+        self._theta0 = state.get("theta0", self._theta0)

@@ -264,7 +264,7 @@ def test_search_derive_retrain_through_the_engine(compose):
     cfg = compose(["method=nat", "model=nat_darts", *SMALL, "trainer.max_steps=3"])
     out = run(cfg)
     extra = out["extra"]
-    assert out["steps"] == 6 and extra["policy_steps"] == 3
+    assert out["steps"] == 6 and extra["policy_steps"] == 3 and extra["policy_shift"] > 0
     assert len(extra["derive_candidate_accs"]) == 3 and extra["derive_split"] == "heldout"
     assert extra["derive_best_acc"] == max(extra["derive_candidate_accs"])
     alpha = {"normal": [], "reduce": []}
