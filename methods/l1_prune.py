@@ -10,41 +10,11 @@ from __future__ import annotations
 
 import copy
 
-from engine.complexity import measure
 from methods import Method, register_method
-from methods.common.channel_pruning import (apply_channel_config, channel_groups, counts_from_rates, filter_l1,
-                                            kept_width, prune_channels, reinitialize, top_k)
+from methods.common.channel_pruning import (SCOPES, apply_channel_config, channel_groups, counts_from_rates,  # noqa: F401
+                                            filter_l1, kept_width, prune_channels, reinitialize, scope_groups, top_k,
+                                            uniform_rate_for_flops)
 from methods.common.pruning_report import compression_report
-
-SCOPES = ("inner", "plain", "inner+plain", "all")
-
-
-def _scope_groups(spec, scope: str) -> list[str]:
-    if scope not in SCOPES:
-        raise ValueError(f"method.scope={scope!r}; choose one of {SCOPES}")
-    kinds = {"inner": ("inner",), "plain": ("plain",), "inner+plain": ("inner", "plain"),
-             "all": ("inner", "plain", "stream")}[scope]
-    return [n for n in spec.names() if spec[n].kind in kinds]
-
-
-def uniform_rate_for_flops(model, target: float, input_shape, scope: str = "inner", tol: float = 1e-3) -> float:
-    """The uniform rate over ``scope`` groups whose compact model removes ``target`` of the FLOPs (bisection;
-    kept widths are integers, so the achieved share is the closest reachable from below)."""
-    spec = channel_groups(model)
-    names = _scope_groups(spec, scope)
-    dense = measure(model, input_shape).flops
-
-    def removed(rate):
-        counts = {n: kept_width(spec[n].width, rate) for n in names}
-        return 1 - measure(apply_channel_config(model, counts), input_shape).flops / dense
-
-    lo, hi = 0.0, 0.99
-    if removed(hi) < target:
-        raise ValueError(f"l1_prune: flops_reduction={target} is not reachable by pruning the {scope} groups")
-    while hi - lo > tol:
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if removed(mid) < target else (lo, mid)
-    return hi
 
 
 @register_method("l1_prune")
@@ -75,7 +45,7 @@ class L1Prune(Method):
         else:
             self.rate = uniform_rate_for_flops(model, float(self.cfg.flops_reduction), self._input_shape,
                                                self.cfg.get("scope", "inner"))
-            counts = {n: kept_width(spec[n].width, self.rate) for n in _scope_groups(spec, self.cfg.get("scope", "inner"))}
+            counts = {n: kept_width(spec[n].width, self.rate) for n in scope_groups(spec, self.cfg.get("scope", "inner"))}
         keep = {n: top_k(filter_l1(model, spec[n]), k).tolist() for n, k in counts.items() if k < spec[n].width}
         compact = prune_channels(model, keep, spec)
         if self.init == "scratch":

@@ -8,6 +8,7 @@ command-line path instead (``runpy``), so its printed message is the one a user 
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import os
 import runpy
@@ -49,7 +50,6 @@ CASES = [
     ("train", ["method=sdbnn"], "sdbnn"),
     ("train", ["model.name=resnet21"], "resnet21"),
     ("train", ["model.name=timm:nosuchnet"], "nosuchnet"),
-    ("train", ["method=aip"], "aip"),
     ("train", ["logger=wandb", "logger.mode=onlin"], "logger.mode"),
     ("train", ["trainer.optimizer.name=sgdd"], "trainer.optimizer.name"),
     ("train", ["trainer.scheduler.name=cos"], "trainer.scheduler.name"),
@@ -251,6 +251,30 @@ def test_bad_command_line_fails_with_one_clear_message(files, tmp_path, monkeypa
     assert exit_code == 2 and "Traceback" not in text, text
     assert text.strip().splitlines()[-1] == f"error: {text.split('error: ')[-1].strip()}"
     assert expected.format(**files) in text, text
+
+
+def pending_method() -> str | None:
+    """A method whose config says ``implemented: false`` and that no module registers (None when every one is done):
+    picked at run time, since pending methods get implemented one by one."""
+    from omegaconf import OmegaConf
+
+    from methods import METHODS
+    for path in sorted(glob.glob(os.path.join(CONF, "method", "*.yaml"))):
+        cfg = OmegaConf.load(path)
+        if cfg.get("implemented") is False and cfg.get("name") not in METHODS:
+            return str(cfg.name)
+    return None
+
+
+def test_pending_method_is_refused_naming_it(files, tmp_path, monkeypatch):
+    name = pending_method()
+    if name is None:
+        pytest.skip("no method is pending (every conf/method file is implemented)")
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setenv("DATA_ROOT", os.path.abspath(SHARED_DATA))
+    exit_code, text = invoke("train", [f"method={name}"], tmp_path)
+    assert exit_code not in (0, None) and "Traceback" not in text, text
+    assert name in text and "implemented: false" in text, text
 
 
 def test_cases_are_distinct_and_many():

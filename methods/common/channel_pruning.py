@@ -11,6 +11,7 @@ import copy
 import torch
 import torch.nn as nn
 
+from engine.complexity import measure
 from models.channels import (Group, GroupSpec, IndexShortcut, ShortcutLink, _set_module, _shortcut_module,  # noqa: F401
                              apply_channel_config, canonical_shortcut_map, channel_groups, load_compact,
                              prune_channels, save_compact)
@@ -99,6 +100,39 @@ def counts_from_rates(model: nn.Module, rates, spec: GroupSpec | None = None) ->
     return {n: kept_width(spec[n].width, r) for n, r in zip(layout, rates)}
 
 
+SCOPES = ("inner", "plain", "inner+plain", "all")
+
+
+def scope_groups(spec, scope: str) -> list[str]:
+    """Names of the groups a uniform rate applies to: inner | plain | inner+plain | all (with the stream groups)."""
+    if scope not in SCOPES:
+        raise ValueError(f"method.scope={scope!r}; choose one of {SCOPES}")
+    kinds = {"inner": ("inner",), "plain": ("plain",), "inner+plain": ("inner", "plain"),
+             "all": ("inner", "plain", "stream")}[scope]
+    return [n for n in spec.names() if spec[n].kind in kinds]
+
+
+def uniform_rate_for_flops(model, target: float, input_shape, scope: str = "inner", tol: float = 1e-3) -> float:
+    """The uniform rate over ``scope`` groups whose compact model removes ``target`` of the FLOPs (bisection;
+    kept widths are integers, so the achieved share is the closest reachable from below)."""
+    spec = channel_groups(model)
+    names = scope_groups(spec, scope)
+    dense = measure(model, input_shape).flops
+
+    def removed(rate):
+        counts = {n: kept_width(spec[n].width, rate) for n in names}
+        return 1 - measure(apply_channel_config(model, counts), input_shape).flops / dense
+
+    lo, hi = 0.0, 0.99
+    if removed(hi) < target:
+        raise ValueError(f"a FLOPs reduction of {target} is not reachable by pruning the {scope} groups; "
+                         f"lower it or widen the scope")
+    while hi - lo > tol:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if removed(mid) < target else (lo, mid)
+    return hi
+
+
 def reinitialize(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
     """Fresh random weights for every layer (training a compact model from scratch); draws from
     ``generator`` when given (a method's own generator, so a resumed run repeats the same init)."""
@@ -135,5 +169,5 @@ def dead_channel_model(model: nn.Module, keep: dict, spec: GroupSpec | None = No
 
 __all__ = ["Group", "GroupSpec", "ShortcutLink", "IndexShortcut", "channel_groups", "prune_channels",
            "apply_channel_config", "save_compact", "load_compact", "filter_l1", "top_k", "kept_width",
-           "parse_rates", "rate_layout", "counts_from_rates", "reinitialize", "canonical_shortcut_map",
-           "dead_channel_model"]
+           "parse_rates", "rate_layout", "counts_from_rates", "SCOPES", "scope_groups", "uniform_rate_for_flops",
+           "reinitialize", "canonical_shortcut_map", "dead_channel_model"]
