@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # AutoReCon / GDFQ reduced experiment (issue 18; docs/gdfq.md). Rows -> results/runs/autorecon.csv, judged (only the
 # seed is overridden). Usage: bash scripts/reproduce_autorecon.sh [seed ...]   (default seeds 0 1 2;
-# `make reproduce-autorecon`). DRY=1 prints the plan. AutoReCon arms (searched generator) are to be added here later.
+# `make reproduce-autorecon`). DRY=1 prints the plan.
 #
 # GDFQ arms per seed (pretrained CIFAR-10 ResNet-20 teacher, cifar10_jpeg test split; 50 iterations of batch 64 per
 # epoch; 4 warm-up epochs of generator-only training + 4 fine-tune epochs): w4a4 (GDFQ), w4a4_noft (the warm-up
@@ -16,10 +16,24 @@
 # 3000-image evaluation. With the official range rule and only 20 range updates the probe's student was at chance
 # (the EMA overshoot, docs/gdfq.md): the files give it 200 updates.
 #
+# AutoReCon arms per seed (docs/autorecon.md; the GDFQ w4a4 file's budget exactly, only the generator differs):
+# w4a4_discovered (the authors' discovered CIFAR-10 generator, gen_cifar10 of iamkanghyunchoi/ait; no search) and
+# w4a4_searched (our inferred first-order DARTS search first: 200 iterations of one alpha step + one w step, batch 32,
+# a 16-channel search space; extra budget, then GDFQ with the derived 64-channel generator). Claims:
+# autorecon_{searched,discovered}_beats_gdfq_w4a4 (paired with the gdfq w4a4 arm of the same seed).
+# Sizing (03:05-03:20 UTC, 1 thread, load average 1.7-4.7 from other work): one search iteration (alpha + w step,
+# batch 32, width 16, teacher included) 3.8 s -> ~13 min per search; the discovered generator's forward/backward
+# through the teacher at batch 64 costs 3.8x GDFQ's (10.9 s vs 2.85 s at load 4.7; 6.5 s vs 1.8 s for a random
+# derived genotype at load 1.7), i.e. ~8 s per step against GDFQ's 3.0 at the GDFQ probe's load: ~55 min per
+# discovered arm (400 steps + 2 evaluations); the searched arm ~13 min + up to the same ~55 min (its derived
+# generator's cost depends on what the search picks: skip/none edges are cheaper, dil_conv_5x5 edges as costly).
+# Per seed ~2 h on top of GDFQ's ~70 min; 3 seeds ~6 h more (~9.5 h for the whole script) at that load.
+#
 # Resumable: scripts/reproduce_lib.sh skips an arm whose row exists at the file's current config hash; an interrupted
 # run continues from its last epoch checkpoint (the generator and its optimizer are in the method state).
 source "$(dirname "$0")/reproduce_lib.sh" "$@"
 
 for s in "${SEEDS[@]}"; do
   for a in w4a4 w4a4_noft w4a4_qat w5a5 w5a5_noft; do arm gdfq/cifar10_jpeg_resnet20_$a "$s"; done
+  for a in w4a4_discovered w4a4_searched; do arm autorecon/cifar10_jpeg_resnet20_$a "$s"; done
 done
