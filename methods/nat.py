@@ -469,9 +469,9 @@ class NAT(Method):
     def on_stage_end(self, stage: Stage, model: nn.Module, ctx: RunContext) -> nn.Module:
         if stage.params.get("phase") != "search":
             return model
-        if self._derive_loader is None:        # replayed from a finished search stage: rebuild the splits
-            _, self._policy_loader, self._derive_loader = self._splits(ctx)
-        if self.genotype is None:
+        if self.genotype is None:              # (a replayed search stage has its genotype in the method state)
+            if self._derive_loader is None:
+                _, self._policy_loader, self._derive_loader = self._splits(ctx)
             self.genotype = self._derive(model, ctx)
         self._write_genotype(ctx)
         names = [s.name for s in self.stages()]
