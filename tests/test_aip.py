@@ -260,3 +260,32 @@ def test_reduced_experiment_files_differ_only_in_their_arm(compose, arm):
     assert diff == {"aip": set(), "no_disc": {"discriminator"}, "no_kt": {"transfer"}}[arm]
     assert cfg.method.flops_reduction == 0.45 and cfg.method.recover.max_steps == cfg.method.finetune.max_steps == 150
     assert build_method(cfg.method).family == "prune"
+
+
+@pytest.mark.slow
+@pytest.mark.smoke
+def test_resumed_after_a_pruning_stage_equals_uninterrupted(compose, tmp_path):
+    """Killed after stage prune1: the resumed run replays it (same pruning from the saved weights, the
+    discriminator's state restored) and ends with the uninterrupted run's weights, bit for bit."""
+    import glob
+    import os
+    import shutil
+
+    from engine import checkpoint
+    from engine.runner import run
+    ov = TINY + ["method.recover.epochs=2", "method.recover.max_steps=null", "trainer.limit_batches=1"]
+    run(compose(ov + [f"paths.output_dir={tmp_path}/a"]))
+    cfg = compose(ov + [f"paths.output_dir={tmp_path}/b"])
+    run(cfg)
+    (folder,) = glob.glob(f"{tmp_path}/b/*/*-seed0")
+    for stage in ("stage1-prune2", "stage2-finetune"):
+        shutil.rmtree(os.path.join(folder, stage))
+    for f in ("final.pt", "row_written", "row.json"):
+        os.remove(os.path.join(folder, f))
+    m = run(cfg)
+    a = checkpoint.load(glob.glob(f"{tmp_path}/a/*/*-seed0/final.pt")[0])
+    b = checkpoint.load(os.path.join(folder, "final.pt"))
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(a["method"]["disc"][k], b["method"]["disc"][k]) for k in a["method"]["disc"])
+    assert m["extra"]["prune_log"] == a["metrics"]["extra"]["prune_log"]
