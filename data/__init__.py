@@ -31,9 +31,10 @@ class DataBundle:
     test_size: int
     mean: tuple
     std: tuple
+    task: str = "classification"    # or "detection": batches are (images, list of target dicts)
 
 
-from data import tensor_loader, vision, cifar_jpeg, imagenet, synthetic  # noqa: E402,F401  (registration)
+from data import tensor_loader, vision, cifar_jpeg, imagenet, synthetic, voc  # noqa: E402,F401  (registration)
 
 
 def build_data(data_cfg, batch_size: int, device="cpu", rank: int = 0, world_size: int = 1, seed: int = 0,

@@ -91,6 +91,8 @@ def data_path(option: str, data_root: str) -> str | None:
     from data.vision import _CIFAR, _IDX
 
     cfg = config_keys._option("data", option)
+    if cfg.get("synthetic"):          # written on first use (data/voc_synthetic.py)
+        return None
     folders = {name: spec[0] for name, spec in {**_IDX, **_CIFAR}.items()}
     sub = cfg.get("archive") or cfg.get("folder") or folders.get(cfg.get("name"))
     return None if sub is None else os.path.join(data_root, sub)

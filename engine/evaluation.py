@@ -1,6 +1,7 @@
 """Top-1/top-5 accuracy and mean loss of a model over a loader (summed across DDP ranks).
 
-The sums stay on the device and are read once at the end: no host sync per batch."""
+The sums stay on the device and are read once at the end: no host sync per batch. A detection loader
+(``loader.task == "detection"``, data/voc.py) is evaluated by engine/detection.py instead: mAP@0.5 as ``map50``."""
 from __future__ import annotations
 
 import torch
@@ -9,8 +10,16 @@ import torch.nn.functional as F
 from engine.distributed import all_reduce_sum
 
 
+def primary_metric(ev: dict) -> str:
+    """The evaluation's headline key: ``map50`` for a detector, ``top1`` otherwise."""
+    return "map50" if "map50" in ev else "top1"
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader, device, limit_batches: int | None = None, autocast_dtype=None) -> dict:
+    if getattr(loader, "task", "classification") == "detection":
+        from engine.detection import evaluate_detection
+        return evaluate_detection(model, loader, device, limit_batches, autocast_dtype)
     was_training = model.training
     model.eval()
     device = torch.device(device)

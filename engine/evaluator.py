@@ -15,10 +15,10 @@ from data import build_data
 from engine import checkpoint
 from engine.complexity import format_table, measure
 from engine.config import ConfigError, validate
-from engine.evaluation import evaluate
+from engine.evaluation import evaluate, primary_metric
 from engine.results import append_row
-from engine.runner import (Launch, apply_pretrained_normalization, build_backbone, pick_device, result_row,
-                           results_path)
+from engine.runner import (Launch, apply_pretrained_normalization, build_backbone, eval_extra, headline, pick_device,
+                           result_row, results_path)
 from methods import RunContext, build_method
 
 
@@ -94,10 +94,11 @@ def evaluate_checkpoint(cfg, overridden=()) -> dict:
     ev = evaluate(model, data.test, device, cfg.trainer.limit_eval_batches)
     cost = measure(model, (data.in_channels, data.image_size, data.image_size))
     print(format_table(cost), flush=True)
-    metrics = {**ev, "best_top1": ev["top1"], "steps": 0, "epochs": 0, "wall_time_s": time.time() - t0,
-               **cost.summary(), "extra": {**method.metrics(model), "evaluated": cfg.get("checkpoint") or
+    metrics = {**ev, f"best_{primary_metric(ev)}": ev[primary_metric(ev)], "steps": 0, "epochs": 0,
+               "wall_time_s": time.time() - t0, **cost.summary(),
+               "extra": {**method.metrics(model), **eval_extra({}, ev), "evaluated": cfg.get("checkpoint") or
                                            f"{cfg.model.name} pretrained={cfg.model.get('pretrained', False)}"}}
     append_row(results_path(cfg), result_row(cfg, metrics, device, 1, launch))
-    print(f"evaluated: top1 {ev['top1']:.2f} top5 {ev['top5']:.2f} on {ev['samples']} {cfg.data.name} test images "
+    print(f"evaluated: {headline(metrics)} on {ev['samples']} {cfg.data.name} test images "
           f"| row -> {results_path(cfg)}", flush=True)
     return metrics

@@ -1,8 +1,10 @@
 """Result rows: one CSV row per finished run, appended atomically under a file lock.
 
 Files: ``<results.dir>/<paper-or-experiment>.csv``. The header is fixed (``COLUMNS``); anything a method
-adds goes into the ``extra`` column as JSON. Parallel writers (multirun jobs, DDP never: only rank 0
-writes) serialize on ``<file>.lock``; a row is written with one ``write`` call and fsynced.
+adds goes into the ``extra`` column as JSON. Columns added later (``ADDED_COLUMNS``: ``map50``, a detector's
+mAP@0.5) keep older files usable: a file written without them is read with them empty and appended to in its own
+header (a row that has a value for a column its file lacks fails, naming the file). Parallel writers (multirun
+jobs, DDP never: only rank 0 writes) serialize on ``<file>.lock``; a row is written with one ``write`` call and fsynced.
 
 Each row exactly once: a run fixes its row (and run id) once in its run folder (``staged_row``), and
 ``append_row`` skips a row whose run id the file already holds, so a run killed after appending and resumed
@@ -23,18 +25,26 @@ from filelock import FileLock
 COLUMNS = [
     "run_id", "timestamp", "experiment", "experiment_config", "reference", "paper", "dataset", "model", "method",
     "variant", "fidelity", "fidelity_note", "seed", "epochs", "steps", "top1", "top5", "best_top1", "best_or_last",
-    "loss",
+    "loss", "map50",
     "params", "macs", "flops", "bops", "ops", "size_bits", "sparsity", "nonzero_params", "counter", "input_res",
     "latency_ms", "latency_device", "wall_time_s", "device", "world_size", "global_batch",
     "git_sha", "git_dirty", "config_hash", "torch_version", "command", "extra",
 ]
 
 
+ADDED_COLUMNS = ("map50",)   # absent from files written before they were added
+
+
+def _older_layout(header: list[str]) -> bool:
+    """``header`` is COLUMNS without (some of) the later-added columns."""
+    return header == [c for c in COLUMNS if c in header] and set(COLUMNS) - set(header) <= set(ADDED_COLUMNS)
+
+
 class ResultsError(ValueError):
     pass
 
 
-def _encode(row: dict) -> str:
+def _encode(row: dict, columns: list[str] = COLUMNS) -> str:
     unknown = set(row) - set(COLUMNS)
     if unknown:
         raise ResultsError(f"result row has columns not in engine.results.COLUMNS: {sorted(unknown)}; "
@@ -43,7 +53,7 @@ def _encode(row: dict) -> str:
     if isinstance(values.get("extra"), dict):
         values["extra"] = json.dumps(values["extra"], sort_keys=True, default=float)
     buf = io.StringIO()
-    csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n").writerow({k: values.get(k, "") for k in COLUMNS})
+    csv.DictWriter(buf, fieldnames=columns, lineterminator="\n").writerow({k: values.get(k, "") for k in columns})
     return buf.getvalue()
 
 
@@ -63,7 +73,13 @@ def append_row(path: str, row: dict) -> bool:
             _set_aside_torn_tail(path)
         new = not os.path.exists(path) or os.path.getsize(path) == 0
         if not new:
-            _check_header(path)
+            header = _check_header(path)
+            if header != COLUMNS:    # an older file: the row in its header, when it has nothing for the rest
+                lost = [c for c in COLUMNS if c not in header and row.get(c) not in (None, "")]
+                if lost:
+                    raise ResultsError(f"{path} was written before column(s) {lost} existed and this row has them; "
+                                       "write the row to another file (paths.results_dir) or migrate the old one")
+                line = _encode(row, header)
             if row.get("run_id") and row["run_id"] in {r.get("run_id") for r in _records(path)}:
                 return False
         _write_or_roll_back(path, (",".join(COLUMNS) + "\n" if new else "") + line)
@@ -72,13 +88,15 @@ def append_row(path: str, row: dict) -> bool:
         lock.release()
 
 
-def _check_header(path: str) -> None:
+def _check_header(path: str) -> list[str]:
+    """The file's header: COLUMNS, or COLUMNS without the later-added ones (an older file)."""
     with open(path, newline="") as f:
         header = next(csv.reader(f), [])
-    if header != COLUMNS:
+    if header != COLUMNS and not _older_layout(header):
         missing = [c for c in COLUMNS if c not in header]
         raise ResultsError(f"{path}: header differs from engine.results.COLUMNS (missing {missing}); "
                            "move the old file aside or migrate it")
+    return header
 
 
 def _write_or_roll_back(path: str, text: str) -> None:
@@ -122,15 +140,16 @@ def _records(path: str) -> list[dict]:
         _warn(f"{path}: the last line is a partial row (no newline; a writer was killed); ignored here, the next "
               f"append moves it to {path}.torn")
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    missing = [c for c in COLUMNS if c not in (reader.fieldnames or []) and c not in ADDED_COLUMNS]
     if missing:
         raise ResultsError(f"{path}: missing columns {missing}")
     rows = []
     for row in reader:
         if None in row or None in row.values():
-            raise ResultsError(f"{path}, line {reader.line_num}: {len(row.get(None) or []) + len(COLUMNS)} fields "
-                               f"where the header has {len(COLUMNS)} (two rows glued together?); fix or remove it")
-        rows.append(row)
+            raise ResultsError(f"{path}, line {reader.line_num}: {len(row.get(None) or []) + len(reader.fieldnames)} "
+                               f"fields where the header has {len(reader.fieldnames)} (two rows glued together?); fix or "
+                               "remove it")
+        rows.append({**dict.fromkeys(ADDED_COLUMNS, ""), **row})
     return rows
 
 

@@ -23,7 +23,7 @@ from data import build_data
 from engine import checkpoint, distributed, provenance
 from engine.complexity import format_table, measure
 from engine.config import ConfigError, checked_trainer, validate
-from engine.evaluation import evaluate
+from engine.evaluation import evaluate, primary_metric
 from engine.latency import measure_latency
 from engine.loggers import build_logger, run_tags
 from engine.results import append_row, staged_row
@@ -245,7 +245,8 @@ def run(cfg) -> dict:
         final_eval = evaluate(model, data.test, device, cfg.trainer.limit_eval_batches, autocast_dtype)
         cost = measure(model, input_shape)
         metrics = {**metrics, **final_eval, "steps": total_steps, "epochs": total_epochs,
-                   "wall_time_s": time.time() - t0, **cost.summary(), "extra": method.metrics(model)}
+                   "wall_time_s": time.time() - t0, **cost.summary(),
+                   "extra": {**method.metrics(model), **eval_extra(metrics, final_eval)}}
         latency = None
         if cfg.trainer.latency and dist.is_main:
             latency = measured_latency(*method.deployed(model), input_shape)
@@ -259,12 +260,27 @@ def run(cfg) -> dict:
             append_row(results_path(cfg), row)      # skipped if this run id is already in the file
             open(row_marker, "w").close()
             logger.summary({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-            print(f"final: top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f} | params {cost.params} "
+            print(f"final: {headline(metrics)} | params {cost.params} "
                   f"MACs {cost.macs} | row -> {results_path(cfg)} | checkpoint -> {final_path}", flush=True)
     finally:
         logger.finish()
     distributed.barrier()
     return metrics
+
+
+def eval_extra(stage_metrics: dict, final_eval: dict) -> dict:
+    """A detector's evaluation details (mAP variants, per-class AP) and its best mAP over the last stage, for the
+    row's ``extra`` (a classifier has none)."""
+    if primary_metric(final_eval) != "map50":
+        return {}
+    best = stage_metrics.get("best_map50")
+    return {**final_eval.get("extra", {}), **({"best_map50": best} if best is not None else {})}
+
+
+def headline(metrics: dict) -> str:
+    if primary_metric(metrics) == "map50":
+        return f"map50 {metrics['map50']:.2f} ({metrics['extra'].get('ap_metric', '')})"
+    return f"top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f}"
 
 
 def measured_latency(model: torch.nn.Module, form: str, input_shape) -> dict:
@@ -277,8 +293,8 @@ def measured_latency(model: torch.nn.Module, form: str, input_shape) -> dict:
 
 def result_row(cfg, metrics: dict, device: torch.device, world_size: int, launch: Launch,
                latency: dict | None = None) -> dict:
-    keys = ("top1", "top5", "best_top1", "loss", "params", "macs", "flops", "bops", "ops", "size_bits", "sparsity",
-            "nonzero_params", "counter", "input_res", "steps", "epochs", "wall_time_s", "extra")
+    keys = ("top1", "top5", "best_top1", "loss", "map50", "params", "macs", "flops", "bops", "ops", "size_bits",
+            "sparsity", "nonzero_params", "counter", "input_res", "steps", "epochs", "wall_time_s", "extra")
     return {
         "run_id": uuid.uuid4().hex[:12], "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "experiment": run_name(cfg), "experiment_config": launch.experiment_config,

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from engine import checkpoint
 from engine.distill import build_teacher, kd_loss
-from engine.evaluation import evaluate
+from engine.evaluation import evaluate, primary_metric
 from engine.loss_watch import LossWatch
 from engine.optim import build_optimizer, build_scheduler
 
@@ -44,7 +44,10 @@ def _unwrap(model):
 
 
 def _row(epoch, epochs, step, lr, train_loss, ev, secs) -> str:
-    ev_txt = f"{ev['top1']:7.2f} {ev['top5']:7.2f} {ev['loss']:8.4f}" if ev else f"{'-':>7} {'-':>7} {'-':>8}"
+    if ev and "map50" in ev:        # a detector: mAP@0.5 under the top1 column (HEADER_DETECTION)
+        ev_txt = f"{ev['map50']:7.2f} {'-':>7} {'-':>8}"
+    else:
+        ev_txt = f"{ev['top1']:7.2f} {ev['top5']:7.2f} {ev['loss']:8.4f}" if ev else f"{'-':>7} {'-':>7} {'-':>8}"
     return f"{epoch:>5}/{epochs:<5} {step:>8} {lr:>10.3e} {train_loss:>10.4f} {ev_txt} {secs:>7.1f}s"
 
 
@@ -55,12 +58,25 @@ def log_interval(log_every: int | None, total_steps: int) -> int:
 
 
 HEADER = f"{'epoch':>11} {'step':>8} {'lr':>10} {'train_loss':>10} {'top1':>7} {'top5':>7} {'val_loss':>8} {'time':>8}"
+HEADER_DETECTION = HEADER.replace("   top1", "  map50")
+
+
+def _to_device(x, y, device):
+    """A batch on ``device``: labels as one tensor, or detection targets as a list of dicts of tensors."""
+    x = x.to(device, non_blocking=True)
+    if isinstance(y, (list, tuple)):
+        return x, [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in y]
+    return x, y.to(device, non_blocking=True)
 
 
 def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dist, device, autocast_dtype,
                 global_step_offset: int = 0) -> StageResult:
     """Train ``model`` (possibly DDP-wrapped) for one stage with trainer config ``tcfg``."""
     raw = _unwrap(model)
+    detection = getattr(data, "task", "classification") == "detection"
+    if detection and tcfg.distill.teacher:
+        raise ValueError("trainer.distill.teacher: distillation is for classifiers; a detection run "
+                         "(data.task=detection) takes none (set trainer.distill.teacher=null)")
     optimizer = build_optimizer(raw, tcfg.optimizer)
     # the stage's training batches: the data's loader, or the method's own source (e.g. a generator's images)
     train_src = method.train_batches(stage, tcfg, ctx)
@@ -103,7 +119,7 @@ def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dis
     if dist.is_main:
         print(f"[{stage.name}] {tcfg.epochs} epochs x {steps_per_epoch} steps, batch {tcfg.batch_size} "
               f"x {dist.world_size} process(es), {tcfg.optimizer.name} lr {tcfg.optimizer.lr}, "
-              f"{tcfg.scheduler.name} schedule\n{HEADER}", flush=True)
+              f"{tcfg.scheduler.name} schedule\n{HEADER_DETECTION if detection else HEADER}", flush=True)
     watch = LossWatch(device, step)
 
     def stop_on_nonfinite(bad, epoch: int) -> None:
@@ -133,27 +149,33 @@ def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dis
         for i, (x, y) in enumerate(bar):
             if i >= steps_per_epoch or (tcfg.max_steps and step >= tcfg.max_steps):
                 break
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = _to_device(x, y, device)
             if ctx.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                out = model(x)
-                t_out = None
-                if teacher is not None:
-                    with torch.no_grad():
-                        t_out = teacher(x).float()
+                if detection:    # the detector's own loss dict (SSD: localisation + classification), summed
+                    out = model(x, y)
+                    task = sum(v.float() for v in out.values())
+                    method.task_loss_fn = None
+                    loss = method.loss(model, x, out, y, task)
+                else:
+                    out = model(x)
+                    t_out = None
+                    if teacher is not None:
+                        with torch.no_grad():
+                            t_out = teacher(x).float()
 
-                def task_loss_fn(logits, targets, t_out=t_out):
-                    """CE (+ KD to the teacher's logits of this batch): for the first pass and a method's others."""
-                    task = F.cross_entropy(logits.float(), targets, label_smoothing=float(tcfg.label_smoothing))
-                    if t_out is not None:
-                        a = float(tcfg.distill.alpha)
-                        task = (1 - a) * task + a * kd_loss(logits.float(), t_out, float(tcfg.distill.temperature))
-                    return task
+                    def task_loss_fn(logits, targets, t_out=t_out):
+                        """CE (+ KD to the teacher's logits of this batch): for the first pass and a method's others."""
+                        task = F.cross_entropy(logits.float(), targets, label_smoothing=float(tcfg.label_smoothing))
+                        if t_out is not None:
+                            a = float(tcfg.distill.alpha)
+                            task = (1 - a) * task + a * kd_loss(logits.float(), t_out, float(tcfg.distill.temperature))
+                        return task
 
-                method.task_loss_fn = task_loss_fn
-                task = task_loss_fn(out, y)
-                loss = method.loss(model, x, out, y, task)
+                    method.task_loss_fn = task_loss_fn
+                    task = task_loss_fn(out, y)
+                    loss = method.loss(model, x, out, y, task)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             method.after_backward(raw, step)
@@ -177,12 +199,12 @@ def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dis
         ev = None
         if (epoch + 1) % tcfg.eval_every == 0 or last_epoch:
             ev = evaluate(model, data.test, device, tcfg.limit_eval_batches, autocast_dtype)
-            best = ev["top1"] if best is None else max(best, ev["top1"])
+            best = ev[primary_metric(ev)] if best is None else max(best, ev[primary_metric(ev)])
         history.append({"epoch": epoch + 1, "step": step, "train_loss": train_loss, "eval": ev})
         if dist.is_main:
             point = {"epoch": epoch + 1, "train/epoch_loss": train_loss, "train/lr": scheduler.get_last_lr()[0]}
             if ev:
-                point.update({"eval/top1": ev["top1"], "eval/top5": ev["top5"], "eval/loss": ev["loss"]})
+                point.update({f"eval/{k}": ev[k] for k in ("top1", "top5", "loss", "map50") if k in ev})
             logger.log(point, step=global_step_offset + step)
             print(_row(epoch + 1, tcfg.epochs, step, scheduler.get_last_lr()[0], train_loss, ev, time.time() - t0),
                   flush=True)
@@ -191,6 +213,6 @@ def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dis
             break
     if ev is None:   # no epoch ran (resumed after the last one, or epochs=0): evaluate the model as it is
         ev = evaluate(model, data.test, device, tcfg.limit_eval_batches, autocast_dtype)
-        best = ev["top1"] if best is None else best
-    metrics = {**ev, "best_top1": best, "steps": step, "epochs": len(history)}
+        best = ev[primary_metric(ev)] if best is None else best
+    metrics = {**ev, f"best_{primary_metric(ev)}": best, "steps": step, "epochs": len(history)}
     return StageResult(metrics=metrics, history=history, steps=step, epochs=len(history))

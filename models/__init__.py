@@ -10,6 +10,7 @@ register_model = MODELS.register
 list_models = MODELS.list
 
 from models import cifar_resnet, lenet, resnet, vgg, imagenet, binary, nasb, nat_cells  # noqa: E402,F401  (registration)
+from models import detection  # noqa: E402,F401  (registration: ssd300_vgg16, ssd_tiny)
 from models.pretrained import load_pretrained, pretrained_info  # noqa: E402
 from models.channels import apply_channel_config  # noqa: E402
 
