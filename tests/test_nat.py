@@ -171,7 +171,7 @@ def test_sampled_transformations_are_always_valid():
         assert [t for _, _, t in beta] == [2, 2, 3, 3, 4, 4, 5, 5]
         alpha, logp, ent, _ = transform_cell(policy, beta, mask, gen)
         assert all(a[0] in TRANSITIONS[b[0]] and a[1:] == b[1:] for a, b in zip(alpha, beta))
-        assert float(logp) < 0 and float(ent) > 0
+        assert float(logp.detach()) < 0 and float(ent.detach()) > 0
 
 
 # ---- REINFORCE ----------------------------------------------------------------------------------------------------
@@ -286,3 +286,59 @@ def test_experiment_files_compose_and_run_two_steps(compose):
                        "trainer.max_steps=2", "logger=none"]
                       + (["method.derive.heldout_size=64", "method.derive.n_archs=2"] if "_nat" in f else []))
         run(cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.smoke
+def test_resumed_after_the_search_equals_uninterrupted(compose, tmp_path):
+    """Killed after the search stage: the resumed run replays it (genotype from the method state, no new derivation)
+    and retrains to the uninterrupted run's weights, bit for bit."""
+    import glob
+    import shutil
+
+    from engine import checkpoint
+    from engine.runner import run
+    ov = ["method=nat", "model=nat_resblock", *SMALL, "trainer.limit_batches=2", "trainer.epochs=2"]
+    run(compose(ov + [f"paths.output_dir={tmp_path}/a"]))
+    cfg = compose(ov + [f"paths.output_dir={tmp_path}/b"])
+    run(cfg)
+    (folder,) = glob.glob(f"{tmp_path}/b/*/*-seed0")
+    shutil.rmtree(os.path.join(folder, "stage1-retrain"))
+    for f in ("final.pt", "row_written", "row.json"):
+        os.remove(os.path.join(folder, f))
+    m = run(cfg)
+    a = checkpoint.load(glob.glob(f"{tmp_path}/a/*/*-seed0/final.pt")[0])
+    b = checkpoint.load(os.path.join(folder, "final.pt"))
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert m["extra"]["genotype"] == a["metrics"]["extra"]["genotype"]
+    assert m["extra"]["derive_candidate_accs"] == a["metrics"]["extra"]["derive_candidate_accs"]
+    assert m["extra"]["policy_steps"] == 4
+
+
+@pytest.mark.slow
+@pytest.mark.smoke
+def test_killed_mid_search_resumes_to_the_uninterrupted_run(compose, monkeypatch):
+    """Killed in the search's second epoch (the first is checkpointed): policy, its optimiser, the baseline, the
+    current input cell and the policy split's position come back, and the run ends where the uninterrupted one does."""
+    from engine import trainer as trainer_module
+    from engine.runner import run
+    ov = ["method=nat", "model=nat_resblock", *SMALL, "trainer.limit_batches=2", "trainer.epochs=2",
+          "trainer.eval_every=1", "seed=3"]
+    reference = run(compose(ov + ["paths.output_dir=${paths.results_dir}/../straight"]))
+    real_evaluate, calls = trainer_module.evaluate, {"n": 0}
+
+    def dying_evaluate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "evaluate", dying_evaluate)
+    with pytest.raises(KeyboardInterrupt):
+        run(compose(ov))
+    monkeypatch.setattr(trainer_module, "evaluate", real_evaluate)
+    resumed = run(compose(ov))
+    for key in ("genotype", "derive_candidate_accs", "baseline", "policy_shift", "search_per_epoch"):
+        assert resumed["extra"][key] == reference["extra"][key], key
+    assert resumed["loss"] == pytest.approx(reference["loss"], abs=0, rel=0)
