@@ -24,14 +24,15 @@ from methods import RunContext, build_method
 
 def merge_checkpoint_config(cfg, saved: dict, data_overridden: bool):
     """The checkpoint's model/method (and data unless overridden) onto the current config; the data files are
-    looked up under the current ``paths.data_root`` (``DATA_ROOT``), not the folder stored in the checkpoint."""
+    looked up under the current ``paths.data_root`` (``DATA_ROOT``; a generated set: ``paths.cache_dir``), not the
+    folder stored in the checkpoint."""
     saved = OmegaConf.create(saved)
     merged = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     merged.model, merged.method = saved.model, saved.method
     if not data_overridden:
         merged.data = saved.data
-        if "root" in merged.data:
-            merged.data.root = merged.paths.data_root
+        if "root" in merged.data:    # a generated set (data.synthetic) lives under the cache folder
+            merged.data.root = merged.paths.cache_dir if merged.data.get("synthetic") else merged.paths.data_root
     for key in ("paper", "name", "variant"):
         if merged.get(key) is None and saved.get(key) is not None:
             merged[key] = saved[key]

@@ -273,16 +273,17 @@ def test_old_results_file_without_map50_stays_readable_and_appendable(tmp_path):
     with pytest.raises(ResultsError, match="map50"):
         append_row(path, {"run_id": "r3", "map50": 40.0})
 
+SMOKE = ["data=voc_synthetic", "model=ssd_tiny", "data.image_size=64", "data.synthetic.splits.trainval=8",
+         "data.synthetic.splits.test=4", "data.num_workers=0", "trainer.batch_size=4", "trainer.eval_batch_size=4",
+         "trainer.epochs=1", "trainer.max_steps=2", "trainer.optimizer.lr=0.01"]
+
 
 @pytest.mark.smoke
 def test_train_py_detection_smoke(compose, tmp_path):
     """data=voc_synthetic model=ssd_tiny through engine.runner.run: 2 SGD steps, mAP on the test split, one row."""
     from engine.results import read_rows
     from engine.runner import results_path, run
-    cfg = compose(["data=voc_synthetic", "model=ssd_tiny", "data.image_size=64", f"paths.cache_dir={tmp_path}/cache",
-                   "data.synthetic.splits.trainval=8", "data.synthetic.splits.test=4", "data.num_workers=0",
-                   "trainer.batch_size=4", "trainer.eval_batch_size=4", "trainer.epochs=1", "trainer.max_steps=2",
-                   "trainer.optimizer.lr=0.01"])
+    cfg = compose(SMOKE + [f"paths.cache_dir={tmp_path}/cache"])
     metrics = run(cfg)
     assert 0 <= metrics["map50"] <= 100 and metrics["steps"] == 2
     assert os.path.isfile(os.path.join(tmp_path, "cache", "voc_synthetic_s0", "VOC2007", "ImageSets", "Main",
@@ -293,6 +294,21 @@ def test_train_py_detection_smoke(compose, tmp_path):
     assert {"map50_allpoint", "map50_coco101", "ap50_per_class", "best_map50"} <= set(row["extra"])
     assert int(row["params"]) == sum(p.numel() for p in __import__("models").build_model(
         "ssd_tiny", num_classes=4, image_size=64).parameters())
+
+
+@pytest.mark.slow
+def test_evaluate_py_re_evaluates_a_detector_checkpoint(compose, tmp_path):
+    """evaluate.py on a detection final.pt (its generated data found again under paths.cache_dir): same mAP."""
+    from engine.evaluator import evaluate_checkpoint
+    from engine.results import read_rows
+    from engine.runner import results_path, run, run_dir
+    cfg = compose(SMOKE + [f"paths.cache_dir={tmp_path}/cache"])
+    metrics = run(cfg)
+    ecfg = compose([f"checkpoint={os.path.join(run_dir(cfg), 'final.pt')}", f"paths.cache_dir={tmp_path}/cache"],
+                   config_name="evaluate")
+    again = evaluate_checkpoint(ecfg)
+    assert again["map50"] == metrics["map50"] and again["macs"] == metrics["macs"]
+    assert float(read_rows(results_path(cfg))[-1]["map50"]) == pytest.approx(metrics["map50"])
 
 
 @pytest.mark.slow
