@@ -215,7 +215,7 @@ def test_reward_sign_and_policy_gradient_direction():
     with torch.no_grad():
         p = bm_softmax(policy(idx, cell_adjacency(edges, 6)), mask[idx])
         after = masked_log_prob_entropy(p, mask[idx])[0].gather(1, act[:, None]).sum()
-    assert float(after) > float(logp)        # a positive advantage makes the sampled cell more likely
+    assert float(after) > float(logp.detach())        # a positive advantage makes the sampled cell more likely
 
 
 # ---- super-net and derivation -------------------------------------------------------------------------------------
