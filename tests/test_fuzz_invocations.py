@@ -125,6 +125,8 @@ CASES = [
     ("train", ["data=mnist", "data.root={mnist_truncated}"], "train-images-idx3-ubyte"),
     ("train", ["data=mnist", "data.root={mnist_bad_magic}"], "train-labels-idx1-ubyte"),
     ("train", ["data=mnist", "data.root={mnist_label_count}"], "t10k-labels-idx1-ubyte"),
+    ("train", ["data=voc", "model=ssd_tiny", "data.image_size=64", "data.root={nowhere}"], "Annotations"),
+    ("train", ["data=voc_synthetic", "model=ssd_tiny", "data.ap_metric=coco"], "data.ap_metric"),
     # output folders
     ("train", ["paths.output_dir={blocked}/outputs"], "{blocked}"),
     ("train", ["paths.results_dir={blocked}/results"], "{blocked}"),
