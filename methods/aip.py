@@ -154,6 +154,12 @@ class AIP(Method):
         if cfg.get("stages"):
             raise ValueError("method.stages is not used by aip: set method.prune_steps, method.recover and "
                              "method.finetune (the stages are built from them)")
+        from engine.config import checked_trainer   # a misspelt stage key fails here, not after the first stage
+        from omegaconf import OmegaConf
+        for key in ("recover", "finetune"):
+            if cfg.get(key) is not None:
+                checked_trainer(OmegaConf.create({k: v for k, v in dict(cfg[key]).items() if v is not None}),
+                                f"method.{key}")
         self.transfer = bool(cfg.get("transfer", True))
         self.use_disc = bool(cfg.get("discriminator", True))
         kd = cfg.get("kd") or {}

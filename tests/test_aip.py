@@ -80,7 +80,7 @@ def test_discriminator_loss_both_sides_by_hand():
     torch.testing.assert_close(f_s.grad, torch.tensor([[g, -g]]))
     # a batch averages: two fakes at 0.1 and a real at 4.5 twice give the same loss
     ld2 = discriminator_loss(d, f_t.repeat(2, 1), f_s.detach().repeat(2, 1))
-    assert float(ld2) == pytest.approx(float(ld), rel=1e-6)
+    assert float(ld2) == pytest.approx(float(ld.detach()), rel=1e-6)
 
 
 @pytest.mark.golden
@@ -208,6 +208,9 @@ def test_bad_options_name_the_key():
         _method(**{"disc.input": "features"})
     with pytest.raises(ValueError, match="method.flops_reduction"):
         _method(flops_reduction=1.2)
+    from engine.config import ConfigError
+    with pytest.raises(ConfigError, match="method.recover.epoch"):
+        _method(**{"recover.epoch": 2})
     with pytest.raises(ValueError, match="method.attention_layers"):
         _method(attention_layers=["layer9"]).transform(build_model("resnet20", num_classes=10), CTX)
 
