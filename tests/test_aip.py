@@ -80,7 +80,7 @@ def test_discriminator_loss_both_sides_by_hand():
     torch.testing.assert_close(f_s.grad, torch.tensor([[g, -g]]))
     # a batch averages: two fakes at 0.1 and a real at 4.5 twice give the same loss
     ld2 = discriminator_loss(d, f_t.repeat(2, 1), f_s.detach().repeat(2, 1))
-    assert float(ld2) == pytest.approx(float(ld.detach()), rel=1e-6)
+    assert float(ld2.detach()) == pytest.approx(float(ld.detach()), rel=1e-6)
 
 
 @pytest.mark.golden
