@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Detection track (issue 17 item 3; docs/detection.md). Rows -> results/runs/detection.csv (map50 column; no claims
 # are judged from them: they show what the detection path measures on this CPU).
-# Usage: bash scripts/reproduce_detection.sh [seed ...]   (default seed 0; `make reproduce-detection`). DRY=1 prints the plan.
+# Usage: bash scripts/reproduce_detection.sh [seed ...]  (default seed 0; make reproduce-detection). DRY=1: the plan.
 #
 # Per seed: detection/voc_synthetic_ssd_tiny (ssd_tiny at 128 px on 1024 synthetic VOC images, 16 epochs x 64 steps
 # of 16) and detection/voc_synthetic_ssd300 (SSD300-VGG16, 50 steps of 4 images: an end-to-end run, not a trained
