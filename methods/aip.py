@@ -35,6 +35,12 @@ the defaults). The steps, by name:
 Signals in the row's ``extra``: ``disc_acc`` (D's accuracy on the batches it was trained on, before its update:
 0.5 = chance; a run where it stays at 0.5 gave the student no adversarial signal), the per-epoch means of every loss
 term, and the schedule actually reached (``prune_log``: target and reached FLOPs per step).
+
+Detectors (``data.task=detection``, e.g. ``model=ssd_tiny``): the transfer and discriminator terms above are
+defined on classifier logits, and a detector's training forward returns its loss dict, not logits; a detection run
+must set ``transfer: false`` and ``discriminator: false`` (refused otherwise, naming both keys), which leaves steps
+1-3 and 7 with L = L_task (SSD's localisation + classification loss): iterative pruning by channel importance with
+a recovery stage after each step. ``attention_layers`` is not checked when ``transfer`` is off.
 """
 from __future__ import annotations
 
@@ -200,8 +206,12 @@ class AIP(Method):
         self._teacher = copy.deepcopy(model).eval()
         for p in self._teacher.parameters():
             p.requires_grad_(False)
+        if getattr(ctx.train_loader, "task", "classification") == "detection" and (self.transfer or self.use_disc):
+            raise ValueError("method.transfer / method.discriminator: AIP's KD, attention and discriminator terms "
+                             "are defined on classifier logits; a detection run (data.task=detection) needs "
+                             "method.transfer=false method.discriminator=false (iterative pruning + recovery only)")
         modules = dict(model.named_modules())
-        missing = [n for n in self.layers if n not in modules]
+        missing = [n for n in self.layers if n not in modules] if self.transfer else []
         if missing:
             raise ValueError(f"method.attention_layers: {missing} are not modules of {type(model).__name__} "
                              f"(e.g. {[n for n, _ in model.named_children()][:6]})")

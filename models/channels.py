@@ -19,7 +19,9 @@ shortcuts link two stream groups without parameters; they are handled exactly by
 - CIFAR ResNet-20..110 (option A), CIFAR ResNet-18/34 and torchvision ResNets (basic and bottleneck
   blocks with projection shortcuts);
 - CIFAR VGG-16/19 (conv+bias -> BN -> ReLU, one Linear);
-- torchvision MobileNetV2 (inverted residuals with depthwise convs).
+- torchvision MobileNetV2 (inverted residuals with depthwise convs);
+- SSD detectors (``ssd_tiny`` and torchvision's ``ssd300_vgg16``, models/detection.py): the backbone's conv chain,
+  with the convs that feed a detection head grouped together with that head's input channels (``_ssd_groups``).
 
 Why not a dependency-tracing library: torch-pruning 1.6.1 treats the option-A ``F.pad`` as an
 element-wise op, merges all three CIFAR stages into one group and prunes the classifier with the wrong
@@ -97,7 +99,8 @@ class Group:
     norms: list[str] = field(default_factory=list)       # BatchNorm over the channels
     depthwise: list[str] = field(default_factory=list)   # depthwise conv (groups == channels)
     consumers: list[str] = field(default_factory=list)   # conv/linear: input dim 1
-    kind: str = "inner"                                  # inner | stream | plain
+    scales: list[str] = field(default_factory=list)      # 1-d parameters over the channels (SSD's L2Norm weight)
+    kind: str = "inner"                                  # inner | stream | plain | head
 
 
 @dataclass
@@ -166,11 +169,12 @@ def _resnet_groups(model: nn.Module) -> GroupSpec:
     return GroupSpec(groups, links)
 
 
-def _vgg_groups(model: nn.Module) -> GroupSpec:
+def _chain_groups(named: Iterable[tuple[str, nn.Module]]) -> tuple[dict[str, Group], Group]:
+    """A plain conv chain in execution order: one ``plain`` group per conv (the BNs after it as norms), read by the
+    next conv. Returns the groups and the last one (its readers are the caller's to add)."""
     groups: dict[str, Group] = {}
     current = None
-    for i, m in enumerate(model.features):
-        name = f"features.{i}"
+    for name, m in named:
         if isinstance(m, nn.Conv2d):
             if current is not None:
                 current.consumers.append(name)
@@ -178,7 +182,12 @@ def _vgg_groups(model: nn.Module) -> GroupSpec:
             groups[name] = current
         elif isinstance(m, nn.BatchNorm2d):
             current.norms.append(name)
-    current.consumers.append("fc")
+    return groups, current
+
+
+def _vgg_groups(model: nn.Module) -> GroupSpec:
+    groups, last = _chain_groups((f"features.{i}", m) for i, m in enumerate(model.features))
+    last.consumers.append("fc")
     return GroupSpec(groups)
 
 
@@ -218,6 +227,45 @@ def _mobilenetv2_groups(model: nn.Module) -> GroupSpec:
     return GroupSpec(groups)
 
 
+def _ssd_groups(model: nn.Module) -> GroupSpec:
+    """SSD (torchvision ``SSD`` with ``ssd_tiny``'s ``TinyBackbone`` or ``ssd300_vgg16``'s VGG extractor).
+
+    The backbone is a plain chain of convs (BN after each in ``ssd_tiny``, none in SSD300). A conv whose only reader
+    is the next conv makes a ``plain`` group, as in CIFAR VGG. A conv whose output is feature map ``i`` (the last
+    conv of each feature segment: ``stem``/``down``; ``features`` = conv4_3 and ``extra.0..4``, ``extra.0`` ending
+    in fc7) is also read by the classification and regression head convs ``i``; it makes a ``head`` group that
+    holds those two head convs as consumers (input channels only: their outputs, anchors x classes and anchors x 4,
+    are untouched, so the detector's outputs keep their shapes) and, for SSD300's conv4_3, the L2Norm scale
+    ``backbone.scale_weight`` as a ``scales`` member.
+
+    Choice (include rather than exclude): with the consumers and the scale in the group the surgery is exact for
+    every conv of the backbone (a channel that outputs zero can be cut without changing any head output: zeros add
+    nothing to SSD300's channel-wise L2 norm either), so nothing needs special-casing in the surgery or the
+    complexity count. The ``head`` kind keeps these groups out of the default scopes (``inner``, ``plain``,
+    ``inner+plain``): a uniform rate then prunes only the chain-internal convs, and ``scope=all`` adds the feature
+    maps the heads read. What is not reproduced by this choice: pruning conv4_3 changes the L2 normaliser of the
+    kept channels (their norm is over fewer channels), which fine-tuning absorbs like any other pruning error.
+    """
+    backbone = model.backbone
+    segments = ["stem", "down"] if hasattr(backbone, "stem") else \
+        ["features"] + [f"extra.{i}" for i in range(len(backbone.extra))]
+    if len(segments) != len(model.head.classification_head.module_list):
+        raise ValueError(f"channel pruning of {type(backbone).__name__}: {len(segments)} feature segments but "
+                         f"{len(model.head.classification_head.module_list)} head levels")
+    last_conv = {}
+    for name, m in backbone.named_modules():
+        if isinstance(m, nn.Conv2d):
+            last_conv[next(s for s in segments if name.startswith(s + "."))] = name
+    groups, _ = _chain_groups((f"backbone.{name}", m) for name, m in backbone.named_modules())
+    for level, seg in enumerate(segments):
+        g = groups[f"backbone.{last_conv[seg]}"]
+        g.kind = "head"
+        g.consumers += [f"head.classification_head.module_list.{level}", f"head.regression_head.module_list.{level}"]
+        if level == 0 and hasattr(backbone, "scale_weight"):
+            g.scales.append("backbone.scale_weight")
+    return GroupSpec(groups)
+
+
 def channel_groups(model: nn.Module) -> GroupSpec:
     """The channel groups of a supported backbone (widths filled in from the model)."""
     import torchvision
@@ -231,10 +279,12 @@ def channel_groups(model: nn.Module) -> GroupSpec:
         spec = _vgg_groups(model)
     elif isinstance(model, torchvision.models.MobileNetV2):
         spec = _mobilenetv2_groups(model)
+    elif isinstance(model, torchvision.models.detection.ssd.SSD):
+        spec = _ssd_groups(model)
     else:
         raise ValueError(f"channel pruning does not know {type(model).__name__}; supported: CIFAR ResNet "
                          "(option A), ResNet-18/34 (CIFAR or torchvision), torchvision ResNet-50, CIFAR VGG-16/19, "
-                         "torchvision MobileNetV2")
+                         "torchvision MobileNetV2, SSD (ssd_tiny, ssd300_vgg16)")
     modules = dict(model.named_modules())
     for g in spec.groups.values():
         first = modules[g.producers[0]]
@@ -286,6 +336,12 @@ def _prune_depthwise(m: nn.Conv2d, idx: torch.Tensor) -> None:
     m.in_channels = m.groups = len(idx)
 
 
+def _prune_scale(model: nn.Module, name: str, idx: torch.Tensor) -> None:
+    parent, _, leaf = name.rpartition(".")
+    owner = model.get_submodule(parent) if parent else model
+    setattr(owner, leaf, _param(getattr(owner, leaf).data.index_select(0, idx)))
+
+
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, leaf = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, leaf, new)
@@ -325,6 +381,8 @@ def prune_channels(model: nn.Module, keep: dict, spec: GroupSpec | None = None, 
             _prune_depthwise(modules[d], i)
         for c in g.consumers:
             _prune_in(modules[c], i)
+        for p in g.scales:
+            _prune_scale(out, p, i)
     shortcuts = {}
     for link in spec.shortcuts:
         k_src, k_dst = idx[link.src], idx[link.dst]

@@ -104,11 +104,12 @@ SCOPES = ("inner", "plain", "inner+plain", "all")
 
 
 def scope_groups(spec, scope: str) -> list[str]:
-    """Names of the groups a uniform rate applies to: inner | plain | inner+plain | all (with the stream groups)."""
+    """Names of the groups a uniform rate applies to: inner | plain | inner+plain | all (with the stream groups and
+    the ``head`` groups of an SSD backbone: the convs whose outputs the detection heads read)."""
     if scope not in SCOPES:
         raise ValueError(f"method.scope={scope!r}; choose one of {SCOPES}")
     kinds = {"inner": ("inner",), "plain": ("plain",), "inner+plain": ("inner", "plain"),
-             "all": ("inner", "plain", "stream")}[scope]
+             "all": ("inner", "plain", "stream", "head")}[scope]
     return [n for n in spec.names() if spec[n].kind in kinds]
 
 
