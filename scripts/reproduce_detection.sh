@@ -4,16 +4,24 @@
 # Usage: bash scripts/reproduce_detection.sh [seed ...]  (default seed 0; make reproduce-detection). DRY=1: the plan.
 #
 # Per seed: detection/voc_synthetic_ssd_tiny (ssd_tiny at 128 px on 1024 synthetic VOC images, 16 epochs x 64 steps
-# of 16) and detection/voc_synthetic_ssd300 (SSD300-VGG16, 50 steps of 4 images: an end-to-end run, not a trained
-# detector). Sizing from timed steps (03:1x-03:2x UTC, 2 threads, machine shared with the training grid): the SSD
-# augmentation ~0.17 s per image and worker, ssd_tiny ~2.3 s per step with 2 workers at load 4 -> ~25-40 min;
-# SSD300 ~9-11 s per training image -> ~36-40 min. Both ~1.3 h per seed; the synthetic images are written on first
-# use under .cache/.
+# of 16); then channel pruning of its backbone from the seed-0 dense run copied to outputs/ref/ (ensure_ref):
+# detection/voc_synthetic_ssd_tiny_l1 (one-shot L1, 50 % of the FLOPs, 384 fine-tune steps) and
+# detection/voc_synthetic_ssd_tiny_aip (AIP's two pruning steps to the same FLOPs with recovery, 384 steps in all;
+# transfer/discriminator off for detectors); then detection/voc_synthetic_ssd300 (SSD300-VGG16, 50 steps of 4
+# images: an end-to-end run, not a trained detector).
+# Sizing from timed steps (03:1x-03:2x UTC, 2 threads, machine shared with the training grid): the SSD augmentation
+# ~0.17 s per image and worker, ssd_tiny ~2.3 s per step with 2 workers at load 4 -> ~25-40 min;
+# SSD300 ~9-11 s per training image -> ~36-40 min. Pruning arms (timed 03:48-03:50 UTC, load average ~4.5: 4 steps of
+# 16 + a 64-image evaluation of the compact model 14 s with 2 workers, ~2.5-3 s per step): 384 steps + evaluations
+# ~18-20 min each, ~40 min for the two. ~2 h per seed; the synthetic images are written on first use under .cache/.
 # Resumable: scripts/reproduce_lib.sh skips a run whose row exists; an interrupted run continues from its checkpoint.
 set -- "${@:-0}"
 source "$(dirname "$0")/reproduce_lib.sh" "$@"
 
 for s in "${SEEDS[@]}"; do
   arm detection/voc_synthetic_ssd_tiny "$s"
+  ensure_ref detection/voc_synthetic_ssd_tiny voc_synthetic_ssd_tiny outputs/ref/voc_synthetic_ssd_tiny.pt
+  arm detection/voc_synthetic_ssd_tiny_l1 "$s"
+  arm detection/voc_synthetic_ssd_tiny_aip "$s"
   arm detection/voc_synthetic_ssd300 "$s"
 done

@@ -4,6 +4,7 @@ MACs after surgery counted by hand, exact surgery of channels that output zero (
 from __future__ import annotations
 
 import glob
+import os
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from engine.complexity import measure
 from methods.common.channel_pruning import channel_groups, dead_channel_model, prune_channels, scope_groups
 from models import build_model
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLS, REG = "head.classification_head.module_list", "head.regression_head.module_list"
 
 
@@ -181,3 +183,24 @@ def test_aip_refuses_logit_transfer_on_a_detector(compose, tmp_path):
     with pytest.raises(ValueError, match=r"method.transfer=false method.discriminator=false") as err:
         run(compose(SMOKE + [f"paths.cache_dir={tmp_path}/cache", "method=aip"]))
     assert "\n" not in str(err.value)
+
+
+def test_pruning_experiment_files_pair_l1_and_aip(compose):
+    """Same data, start, FLOPs target, scope and step budget (6 x 64 steps of 16); AIP without its logit terms."""
+    from engine.config import validate
+    from methods import build_method
+    l1, aip = (compose([f"experiment=detection/voc_synthetic_ssd_tiny_{a}"]) for a in ("l1", "aip"))
+    dense = compose(["experiment=detection/voc_synthetic_ssd_tiny"])
+    for cfg in (l1, aip):
+        validate(cfg)
+        assert cfg.paper == "detection" and cfg.fidelity == "reduced" and cfg.data == dense.data
+        assert cfg.model.name == "ssd_tiny" and cfg.trainer.init_checkpoint == "outputs/ref/voc_synthetic_ssd_tiny.pt"
+        assert cfg.method.flops_reduction == 0.5 and cfg.method.scope == "all"
+        assert build_method(cfg.method).family == "prune"
+    assert l1.trainer.epochs == 6 and aip.trainer.epochs == aip.method.finetune.epochs == aip.method.recover.epochs == 2
+    assert aip.method.prune_steps * aip.method.recover.epochs + aip.method.finetune.epochs == l1.trainer.epochs
+    assert not aip.method.transfer and not aip.method.discriminator
+    assert l1.trainer.optimizer == aip.trainer.optimizer and l1.trainer.batch_size == aip.trainer.batch_size == 16
+    script = open(os.path.join(ROOT, "scripts", "reproduce_detection.sh")).read()
+    assert "ensure_ref detection/voc_synthetic_ssd_tiny voc_synthetic_ssd_tiny outputs/ref/voc_synthetic_ssd_tiny.pt" \
+        in script and script.index("ensure_ref") < script.index("voc_synthetic_ssd_tiny_l1")
