@@ -297,7 +297,11 @@ class ACP(Method):
         return model
 
     def train_and_score(self, model: nn.Module, fit_loader, score_loader, ctx) -> float:
-        """A short SGD fine-tune on ``fit_loader`` (the same batches for every candidate), top-1 on ``score_loader``."""
+        """A short SGD fine-tune on ``fit_loader`` (the same batches for every candidate), top-1 on ``score_loader``.
+
+        A detector (``score_loader.task == "detection"``): the fine-tune minimises the sum of its loss dict and the
+        score is mAP@0.5 (``map50``, engine/detection.py) on ``score_loader``."""
+        detection = getattr(score_loader, "task", "classification") == "detection"
         fcfg = self.cfg.get("fitness") or {}
         steps = int(fcfg.get("steps", 0)) or int(fcfg.get("epochs", 3)) * len(fit_loader)
         opt = torch.optim.SGD(model.parameters(), lr=float(fcfg.get("lr", 0.1)),
@@ -309,12 +313,21 @@ class ACP(Method):
             fit_loader.set_epoch(epoch)
             for x, y in fit_loader:
                 opt.zero_grad(set_to_none=True)
-                F.cross_entropy(model(x.to(ctx.device)), y.to(ctx.device)).backward()
+                if detection:     # the detector's loss dict (SSD: localisation + classification), summed
+                    sum(model(x.to(ctx.device), [{k: v.to(ctx.device) for k, v in t.items()} for t in y]).values()
+                        ).backward()
+                else:
+                    F.cross_entropy(model(x.to(ctx.device)), y.to(ctx.device)).backward()
                 opt.step()
                 done += 1
                 if done >= steps:
                     break
             epoch += 1
+        if detection:
+            from engine.evaluation import evaluate
+            score = float(evaluate(model, score_loader, ctx.device)["map50"])
+            model.train()
+            return score
         model.eval()
         correct = total = 0
         with torch.no_grad():

@@ -204,3 +204,29 @@ def test_pruning_experiment_files_pair_l1_and_aip(compose):
     script = open(os.path.join(ROOT, "scripts", "reproduce_detection.sh")).read()
     assert "ensure_ref detection/voc_synthetic_ssd_tiny voc_synthetic_ssd_tiny outputs/ref/voc_synthetic_ssd_tiny.pt" \
         in script and script.index("ensure_ref") < script.index("voc_synthetic_ssd_tiny_l1")
+
+
+@pytest.mark.smoke
+def test_acp_on_ssd_tiny_through_train_py(compose, tmp_path):
+    """Clustering of the two chain convs' outputs, a 2-particle 1-cycle search whose fitness is a 1-step SSD-loss
+    fine-tune scored by mAP@0.5 on the test split (search_split=test: no held-out split of a file dataset)."""
+    from engine.runner import run
+    over = SMOKE + [f"paths.cache_dir={tmp_path}/cache", "method=acp", "method.search_split=test",
+                    "method.cluster_images=4", "method.min_samples=2", "method.eps=0.05", "method.pso.swarm=2",
+                    "method.pso.cycles=1", "method.fitness.steps=1", "method.fitness.lr=0.01"]
+    m = run(compose(over))
+    extra = m["extra"]
+    assert m["steps"] == 2 and 0 <= m["map50"] <= 100
+    assert len(extra["cluster_counts"]) == len(extra["widths"]) == 2 and extra["fitness_evals"] == 2 * (1 + 1)
+    assert 0 <= extra["gbest_fitness"] <= 100
+    groups = extra["channel_config"]["groups"]
+    assert [groups["backbone.stem.0.0"], groups["backbone.stem.1.0"]] == extra["widths"]
+    assert groups["backbone.stem.2.0"] == groups["backbone.down.0"] == 64      # head groups: not in ACP's scope
+    _rows_and_model(compose, tmp_path, over, m)
+
+
+def test_acp_on_a_detector_needs_the_test_split(compose, tmp_path):
+    from engine.runner import run
+    with pytest.raises(ValueError, match=r"method.search_split=test") as err:
+        run(compose(SMOKE + [f"paths.cache_dir={tmp_path}/cache", "method=acp", "method.cluster_images=4"]))
+    assert "\n" not in str(err.value)
