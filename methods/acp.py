@@ -34,6 +34,11 @@ Controls (``allocation``): ``cluster`` (the clustering widths n_l, no search; sc
 when ``match_flops: search``) and ``uniform`` (one inner rate at gbest's FLOPs); both go through the same single
 fitness fine-tune and retraining, so every arm trains its final structure for the same steps. Their FLOPs target
 comes from the search of the same seed, cached under ``search_cache`` (run once, shared by the arms).
+
+Detectors (``data.task=detection``, SSD backbones; docs/detection.md "Pruning"): clustering is unchanged (hooks on
+the producer convs of the inner/plain groups, i.e. the chain convs, in eval mode); the fitness fine-tune minimises
+the detector's loss dict and scores mAP@0.5. A file dataset has no held-out split: ``search_split=test`` (the
+official variant) is required, and the default stops naming it.
 """
 from __future__ import annotations
 
