@@ -61,6 +61,17 @@ def test_bad_values_fail_naming_key_and_choices(compose, override, message):
         validate(cfg)
 
 
+def test_a_method_config_without_code_is_refused_as_pending(compose):
+    """Every method is implemented today, so the pending path (a conf/method file says implemented: false and no
+    code is registered) is exercised on a made-up name rather than through a real pending method."""
+    cfg = compose([])
+    OmegaConf.set_struct(cfg, False)
+    cfg.method = OmegaConf.create({"name": "future_method", "family": "prune", "implemented": False})
+    with pytest.raises(ConfigError, match=r"method 'future_method' .* not implemented yet "
+                                          r"\(conf/method/future_method.yaml says implemented: false\)"):
+        validate(cfg)
+
+
 def test_wrong_type_is_named(compose):
     with pytest.raises(Exception, match="epochs"):
         validate(compose(["trainer.epochs=ten"]))
