@@ -156,9 +156,11 @@ class AutoReCon(GDFQ):
                 self.found = yaml.safe_load(f)
         else:
             self.found = self.search(ctx)
-            if path:
-                with open(path, "w") as f:
+            if path:      # atomic: a kill mid-write must not leave a truncated file for the resume to read
+                tmp = path + ".tmp"
+                with open(tmp, "w") as f:
                     yaml.safe_dump(self.found, f, sort_keys=False)
+                os.replace(tmp, path)
         print(f"[autorecon] derived generator ({self.found['search_steps']} search steps, alpha entropy/uniform "
               f"{self.found['alpha_entropy_ratio']:.4f}):\n{genotype_str(self.found['genotype'])}", flush=True)
         return CellGenerator(ctx.num_classes, self.latent_dim, ctx.image_size, ctx.in_channels,

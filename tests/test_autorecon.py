@@ -200,6 +200,32 @@ def test_a_resumed_run_reads_the_derived_genotype_back_instead_of_searching(tmp_
     assert [e.names[0] for e in fresh.make_generator(ctx).cells[2].cross] == DISCOVERED["cifar100"]["cross"][6:]
 
 
+def test_a_run_killed_while_writing_the_genotype_leaves_no_truncated_file(tmp_path, monkeypatch):
+    """The genotype file is what a resumed run reads instead of searching (the runner rebuilds the generator before
+    it loads a checkpoint): a kill during its write must leave no partial file behind, only a fresh search."""
+    import yaml
+    from methods import autorecon as autorecon_module
+    from tests.conftest import tiny_ctx
+    found = {"genotype": DISCOVERED["cifar100"], "search_steps": 7, "alpha_entropy_ratio": 0.5, "alpha_shift": 1.0,
+             "curve": [{"step": 1}]}
+    monkeypatch.setattr(AutoReCon, "search", lambda self, ctx: found)
+    real_dump = yaml.safe_dump
+
+    def dying_dump(data, stream=None, **kw):
+        stream.write(real_dump(data, **kw)[:40])       # part of the text reaches the file, then the kill
+        raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(autorecon_module.yaml, "safe_dump", dying_dump)
+    ctx = tiny_ctx()
+    ctx.num_classes, ctx.in_channels, ctx.image_size, ctx.out_dir = 10, 3, 8, str(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        AutoReCon({"seed": 0, "generator_width": 4}).make_generator(ctx)
+    assert not (tmp_path / GENOTYPE_FILE).exists()
+    monkeypatch.setattr(autorecon_module.yaml, "safe_dump", real_dump)
+    AutoReCon({"seed": 0, "generator_width": 4}).make_generator(ctx)
+    assert yaml.safe_load((tmp_path / GENOTYPE_FILE).read_text()) == found
+
+
 @pytest.mark.smoke
 def test_autorecon_with_the_discovered_generator_runs_without_search(compose, monkeypatch):
     monkeypatch.setattr(AutoReCon, "search", lambda self, ctx: (_ for _ in ()).throw(AssertionError("searched")))
