@@ -236,6 +236,28 @@ def test_supernet_runs_any_cell_and_scoring_keeps_bn_statistics():
     assert other.arch == net.arch
 
 
+def test_search_splits_are_disjoint_and_hold_the_derivation_images_out():
+    """derive.split=heldout: the derivation images are in neither the weights' nor the policy's split, and those two
+    divide the rest w_share : 1 - w_share (labels carry the image ids here)."""
+    from data.tensor_loader import TensorLoader
+    from methods.base import RunContext
+    from methods.nat import NAT
+    n, norm = 300, ([0.5] * 3, [0.25] * 3)
+    images = torch.zeros(n, 3, 4, 4, dtype=torch.uint8)
+    train = TensorLoader(images, torch.arange(n), 16, *norm, train=True)
+    test = TensorLoader(images[:50], torch.arange(1000, 1050), 16, *norm, train=False)
+    ctx = RunContext(num_classes=10, in_channels=3, image_size=4, device=torch.device("cpu"), train_loader=train,
+                     test_loader=test, seed=0)
+    stages = [{"name": "search", "phase": "search"}]
+    w, pol, der = NAT({"derive": {"heldout_size": 60}, "stages": stages})._splits(ctx)
+    ids = [set(x.labels.tolist()) for x in (w, pol, der)]
+    assert [len(s) for s in ids] == [96, 144, 60]                 # 40 : 60 of the 240 left after the held-out 60
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2]) and set().union(*ids) == set(range(n))
+    assert pol.train and not der.train and der.batch_size == 64     # the policy split augments; scoring does not
+    w, pol, der = NAT({"derive": {"split": "test"}, "stages": stages})._splits(ctx)
+    assert der is test and len(w.labels) + len(pol.labels) == n
+
+
 def test_derived_network_concat_widths():
     net = NATNet(RESBLOCK, width=4, layers=3)        # concat [5]: each cell outputs C channels
     assert net.classifier.in_features == 16
