@@ -295,14 +295,15 @@ def channel_groups(model: nn.Module) -> GroupSpec:
 # ---------------------------------------------------------------------------------------------------
 # surgery
 # ---------------------------------------------------------------------------------------------------
-def _param(t: torch.Tensor) -> nn.Parameter:
-    return nn.Parameter(t.detach().clone())
+def _param(t: torch.Tensor, like: torch.Tensor) -> nn.Parameter:
+    """A new parameter from ``t``, frozen when the one it replaces (``like``) was (e.g. SSD300's conv1)."""
+    return nn.Parameter(t.detach().clone(), requires_grad=like.requires_grad)
 
 
 def _prune_out(m: nn.Module, idx: torch.Tensor) -> None:
-    m.weight = _param(m.weight.data.index_select(0, idx))
+    m.weight = _param(m.weight.data.index_select(0, idx), m.weight)
     if m.bias is not None:
-        m.bias = _param(m.bias.data.index_select(0, idx))
+        m.bias = _param(m.bias.data.index_select(0, idx), m.bias)
     if isinstance(m, nn.Linear):
         m.out_features = len(idx)
     else:
@@ -312,7 +313,7 @@ def _prune_out(m: nn.Module, idx: torch.Tensor) -> None:
 def _prune_in(m: nn.Module, idx: torch.Tensor) -> None:
     if isinstance(m, nn.Conv2d) and m.groups != 1:
         raise ValueError(f"consumer conv with groups={m.groups} is not supported (only dense or depthwise)")
-    m.weight = _param(m.weight.data.index_select(1, idx))
+    m.weight = _param(m.weight.data.index_select(1, idx), m.weight)
     if isinstance(m, nn.Linear):
         m.in_features = len(idx)
     else:
@@ -321,8 +322,8 @@ def _prune_in(m: nn.Module, idx: torch.Tensor) -> None:
 
 def _prune_norm(m: nn.BatchNorm2d, idx: torch.Tensor) -> None:
     if m.affine:
-        m.weight = _param(m.weight.data.index_select(0, idx))
-        m.bias = _param(m.bias.data.index_select(0, idx))
+        m.weight = _param(m.weight.data.index_select(0, idx), m.weight)
+        m.bias = _param(m.bias.data.index_select(0, idx), m.bias)
     if m.track_running_stats:
         m.running_mean = m.running_mean.index_select(0, idx).clone()
         m.running_var = m.running_var.index_select(0, idx).clone()
@@ -339,7 +340,7 @@ def _prune_depthwise(m: nn.Conv2d, idx: torch.Tensor) -> None:
 def _prune_scale(model: nn.Module, name: str, idx: torch.Tensor) -> None:
     parent, _, leaf = name.rpartition(".")
     owner = model.get_submodule(parent) if parent else model
-    setattr(owner, leaf, _param(getattr(owner, leaf).data.index_select(0, idx)))
+    setattr(owner, leaf, _param(getattr(owner, leaf).data.index_select(0, idx), getattr(owner, leaf)))
 
 
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:

@@ -86,6 +86,20 @@ def test_ssd_tiny_surgery_of_zero_channels_keeps_head_outputs_and_shapes():
     assert set(losses) == {"bbox_regression", "classification"} and all(torch.isfinite(v) for v in losses.values())
 
 
+def test_surgery_keeps_frozen_parameters_frozen():
+    """A frozen layer (SSD300's conv1 with a pretrained backbone: freeze_vgg_stages) stays frozen after its channels
+    are cut: the optimizer skips parameters without requires_grad, so surgery must not re-enable it."""
+    model = tiny()
+    model.backbone.stem[0].requires_grad_(False)       # producer conv + its BN frozen
+    model.backbone.stem[1][0].requires_grad_(False)    # a frozen consumer of that group (input channels cut)
+    compact = prune_channels(model, {"backbone.stem.0.0": range(8), "backbone.stem.2.0": range(48)})
+    frozen = {n for n, p in compact.named_parameters() if not p.requires_grad}
+    assert frozen == {"backbone.stem.0.0.weight", "backbone.stem.0.1.weight", "backbone.stem.0.1.bias",
+                      "backbone.stem.1.0.weight"}
+    assert compact.backbone.stem[0][0].weight.shape[0] == 8 and compact.backbone.stem[1][0].weight.shape[1] == 8
+    assert compact.head.classification_head.module_list[0].weight.requires_grad   # trainable ones stay trainable
+
+
 @pytest.mark.slow
 def test_ssd300_groups_scale_and_macs_by_hand():
     """(slow: two SSD300 forwards at 300 px and deep copies, 7 s idle.) conv4_3 (38 px) feeds conv5_1 (19 px after
