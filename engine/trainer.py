@@ -77,6 +77,9 @@ def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dis
     if detection and tcfg.distill.teacher:
         raise ValueError("trainer.distill.teacher: distillation is for classifiers; a detection run "
                          "(data.task=detection) takes none (set trainer.distill.teacher=null)")
+    if detection and float(tcfg.label_smoothing):
+        raise ValueError(f"trainer.label_smoothing={tcfg.label_smoothing}: it smooths the classifier's cross-entropy; "
+                         "a detection run (data.task=detection) trains on the detector's own loss (set it to 0)")
     optimizer = build_optimizer(raw, tcfg.optimizer)
     # the stage's training batches: the data's loader, or the method's own source (e.g. a generator's images)
     train_src = method.train_batches(stage, tcfg, ctx)

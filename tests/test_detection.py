@@ -296,6 +296,16 @@ def test_train_py_detection_smoke(compose, tmp_path):
         "ssd_tiny", num_classes=4, image_size=64).parameters())
 
 
+@pytest.mark.parametrize("override", ["trainer.label_smoothing=0.1", "trainer.distill.teacher=resnet20"])
+def test_classifier_only_trainer_keys_are_refused_for_a_detector(compose, tmp_path, override):
+    """The detector's loss dict replaces the CE the classifier keys act on: set, they would be silently ignored."""
+    from engine.runner import run
+    key = override.split("=")[0]
+    with pytest.raises(ValueError, match=key) as err:
+        run(compose(SMOKE + [f"paths.cache_dir={tmp_path}/cache", override]))
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.slow
 def test_evaluate_py_re_evaluates_a_detector_checkpoint(compose, tmp_path):
     """evaluate.py on a detection final.pt (its generated data found again under paths.cache_dir): same mAP."""
