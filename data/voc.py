@@ -148,14 +148,23 @@ def collate_detection(batch):
 
 class DetectionLoader(EpochLoader):
     """An EpochLoader of (images, targets) batches; ``task`` tells the trainer and ``evaluate`` to treat it as
-    detection, ``ap_metric`` which AP goes into the ``map50`` column."""
+    detection, ``ap_metric`` which AP goes into the ``map50`` column. ``set_epoch`` reseeds a shuffling loader's
+    generator with the run ``seed`` and the epoch (data/tensor_loader.py's rule; the workers' augmentation seeds are
+    drawn from it too), so seeds differ in order and augmentation and a resumed epoch repeats its batches."""
 
     task = "detection"
 
-    def __init__(self, loader: DataLoader, ap_metric: str, class_names):
+    def __init__(self, loader: DataLoader, ap_metric: str, class_names, seed: int = 0):
         super().__init__(loader)
         self.ap_metric = ap_metric
         self.class_names = tuple(class_names)
+        self.seed = int(seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.loader.sampler, "set_epoch") or self.loader.generator is None:
+            super().set_epoch(epoch)          # DistributedSampler (seeded with the run seed), or no shuffle
+        else:
+            self.loader.generator.manual_seed(self.seed * 100003 + epoch)
 
 
 AP_METRICS = ("voc07_11point", "allpoint")
@@ -194,7 +203,7 @@ def voc(cfg, *, batch_size, eval_batch_size, device, rank, world_size, seed):
                            generator=torch.Generator().manual_seed(seed))
     # every rank evaluates the whole test split: AP needs all detections together (no per-rank sums)
     test = DataLoader(test_ds, eval_batch_size, **common)
-    return DataBundle(train=DetectionLoader(train, cfg.ap_metric, classes),
+    return DataBundle(train=DetectionLoader(train, cfg.ap_metric, classes, seed),
                       test=DetectionLoader(test, cfg.ap_metric, classes), num_classes=len(classes) + 1,
                       in_channels=3, image_size=int(cfg.image_size), train_size=len(train_ds),
                       test_size=len(test_ds), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), task="detection")

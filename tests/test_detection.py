@@ -216,6 +216,24 @@ def test_voc_map_agrees_with_torchmetrics(seed):
     assert ours["map_allpoint"] == pytest.approx(dense, abs=1e-3)
 
 
+def test_detection_loader_order_follows_the_run_seed_and_the_epoch():
+    """The shuffle (and, through the workers' base seed, the augmentation draws) depends on the run seed as well as
+    the epoch, as data/tensor_loader.py's: before, set_epoch reseeded with the epoch alone, so seeds 0, 1, 2 of a
+    run saw the same batches."""
+    from torch.utils.data import DataLoader
+    from data.voc import DetectionLoader
+
+    def order(seed, epoch):
+        loader = DetectionLoader(DataLoader(list(range(32)), 8, shuffle=True,
+                                            generator=torch.Generator().manual_seed(seed)), "allpoint", ["a"], seed)
+        loader.set_epoch(epoch)
+        return torch.cat(list(loader)).tolist()
+
+    assert order(0, 0) == order(0, 0) and order(1, 3) == order(1, 3)          # reproducible (a resumed epoch)
+    assert order(0, 0) != order(1, 0) and order(0, 0) != order(0, 1)
+    assert sorted(order(2, 5)) == list(range(32))
+
+
 # ---- models -----------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
