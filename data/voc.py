@@ -149,8 +149,9 @@ def collate_detection(batch):
 class DetectionLoader(EpochLoader):
     """An EpochLoader of (images, targets) batches; ``task`` tells the trainer and ``evaluate`` to treat it as
     detection, ``ap_metric`` which AP goes into the ``map50`` column. ``set_epoch`` reseeds a shuffling loader's
-    generator with the run ``seed`` and the epoch (data/tensor_loader.py's rule; the workers' augmentation seeds are
-    drawn from it too), so seeds differ in order and augmentation and a resumed epoch repeats its batches."""
+    generator with the run ``seed`` and the epoch (data/tensor_loader.py's rule), so seeds differ in order and in
+    augmentation (the workers' base seed is drawn from it when they start: persistent workers draw it once, so a
+    resumed run repeats the order of its batches, not their augmentation draws)."""
 
     task = "detection"
 
