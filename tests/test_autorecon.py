@@ -87,6 +87,20 @@ def test_alpha_receives_the_reconstruction_gradient_and_the_steps_move_only_thei
     assert any(not torch.equal(p, q) for p, q in zip(gen.weight_parameters(), w0))
 
 
+def test_the_search_leaves_the_runs_random_streams_as_it_found_them():
+    """docs/autorecon.md: the search draws from its own streams, so the GDFQ part that follows draws as the GDFQ arm."""
+    from tests.conftest import tiny_ctx
+    m = _method_with_teacher()
+    m.search_steps, m.search_batch, m.search_width = 2, 2, 4
+    ctx = tiny_ctx()
+    ctx.num_classes, ctx.in_channels, ctx.image_size = 3, 3, 8
+    torch.manual_seed(5)
+    global_before, method_before = torch.get_rng_state(), m.generator.get_state()
+    found = m.search(ctx)
+    assert found["search_steps"] == 2 and found["alpha_shift"] > 0
+    assert torch.equal(torch.get_rng_state(), global_before) and torch.equal(m.generator.get_state(), method_before)
+
+
 def test_derivation_takes_the_argmax_of_every_edge_zero_ops_included():
     gen = CellGenerator(3, latent_dim=12, image_size=8, genotype=None, width=4)
     assert alpha_entropy_ratio(gen) > 0.9999
