@@ -15,17 +15,20 @@ from data import DataBundle, DataNotFoundError, register_dataset
 
 
 class EpochLoader:
-    """A DataLoader whose sampler follows ``set_epoch`` (so shuffles are seeded per epoch)."""
+    """A DataLoader whose sampler follows ``set_epoch``: a DistributedSampler (seeded with the run seed) gets the
+    epoch; a shuffling loader's generator is reseeded with the run ``seed`` and the epoch (data/tensor_loader.py's
+    rule), so runs with different seeds see different orders."""
 
-    def __init__(self, loader: DataLoader):
+    def __init__(self, loader: DataLoader, seed: int = 0):
         self.loader = loader
+        self.seed = int(seed)
 
     def set_epoch(self, epoch: int) -> None:
         sampler = self.loader.sampler
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         elif self.loader.generator is not None:
-            self.loader.generator.manual_seed(epoch)
+            self.loader.generator.manual_seed(self.seed * 100003 + epoch)
 
     def __len__(self):
         return len(self.loader)
@@ -75,6 +78,6 @@ def imagenet(cfg, *, batch_size, eval_batch_size, device, rank, world_size, seed
     classes = len(train_ds.dataset.classes if isinstance(train_ds, Subset) else train_ds.classes)
     if classes != int(cfg.num_classes):
         raise ValueError(f"imagenet at {root} has {classes} classes but data.num_classes={cfg.num_classes}")
-    return DataBundle(train=EpochLoader(train), test=EpochLoader(test), num_classes=classes, in_channels=3,
+    return DataBundle(train=EpochLoader(train, seed), test=EpochLoader(test), num_classes=classes, in_channels=3,
                       image_size=size, train_size=len(train_ds), test_size=len(test_ds),
                       mean=tuple(cfg.mean), std=tuple(cfg.std))

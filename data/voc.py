@@ -156,16 +156,9 @@ class DetectionLoader(EpochLoader):
     task = "detection"
 
     def __init__(self, loader: DataLoader, ap_metric: str, class_names, seed: int = 0):
-        super().__init__(loader)
+        super().__init__(loader, seed)
         self.ap_metric = ap_metric
         self.class_names = tuple(class_names)
-        self.seed = int(seed)
-
-    def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.loader.sampler, "set_epoch") or self.loader.generator is None:
-            super().set_epoch(epoch)          # DistributedSampler (seeded with the run seed), or no shuffle
-        else:
-            self.loader.generator.manual_seed(self.seed * 100003 + epoch)
 
 
 AP_METRICS = ("voc07_11point", "allpoint")

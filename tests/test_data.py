@@ -122,6 +122,20 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
     assert [y.tolist() for _, y in first] != [y.tolist() for _, y in second]
 
 
+def test_imagenet_epoch_order_depends_on_the_run_seed_too():
+    """The ImageFolder loader's shuffle is reseeded with the run seed and the epoch (it used the epoch alone, so
+    every seed of an ImageNet run saw the same batch order)."""
+    from torch.utils.data import DataLoader
+    from data.imagenet import EpochLoader
+
+    def order(seed, epoch):
+        loader = EpochLoader(DataLoader(list(range(32)), 8, shuffle=True, generator=torch.Generator()), seed)
+        loader.set_epoch(epoch)
+        return torch.cat(list(loader)).tolist()
+
+    assert order(0, 2) == order(0, 2) and order(0, 2) != order(1, 2) and order(0, 2) != order(0, 3)
+
+
 def test_ddp_shards_are_disjoint_and_cover_the_epoch():
     imgs, labels = torch.zeros(12, 1, 2, 2, dtype=torch.uint8), torch.arange(12)
     seen = []
