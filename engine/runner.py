@@ -29,7 +29,7 @@ from engine.loggers import build_logger, run_tags
 from engine.results import append_row, staged_row
 from engine.seeding import seed_everything
 from engine.trainer import train_stage
-from methods import RunContext, build_method
+from methods import RunContext, build_method, detection_methods
 from models import build_model, pretrained_info
 
 
@@ -200,6 +200,9 @@ def run(cfg) -> dict:
     ctx.channels_last = channels_last
     ctx.out_dir = out_dir                 # a method may write files of the run there (NASB: its derived genotype)
     method = build_method(cfg.method)
+    if getattr(data.train, "task", "classification") == "detection" and not method.supports_detection:
+        raise ValueError(f"method={cfg.method.name} works on classifier logits and cannot train a detector "
+                         f"(data.task=detection); methods that can: {', '.join(detection_methods())}")
     method.generator.manual_seed(int(cfg.seed))   # a method's random draws follow the run seed
     model = method.transform(model, ctx).to(device)
     input_shape = (data.in_channels, data.image_size, data.image_size)

@@ -29,4 +29,10 @@ def build_method(method_cfg) -> Method:
     return METHODS.get(method_cfg.name)(method_cfg)
 
 
-__all__ = ["METHODS", "register_method", "list_methods", "build_method", "Method", "Stage", "RunContext"]
+def detection_methods() -> list[str]:
+    """The registered methods that can train a detector (``Method.supports_detection``)."""
+    return [name for name in list_methods() if METHODS.get(name).supports_detection]
+
+
+__all__ = ["METHODS", "register_method", "list_methods", "build_method", "detection_methods", "Method", "Stage",
+           "RunContext"]

@@ -234,6 +234,7 @@ def _share(flops_of, widths_of, target, lo, hi, iters=40):
 @register_method("acp")
 class ACP(Method):
     family = "prune"
+    supports_detection = True
 
     def __init__(self, cfg):
         super().__init__(cfg)

@@ -142,6 +142,7 @@ def disc_features(logits: torch.Tensor, kind: str, temperature: float) -> torch.
 @register_method("aip")
 class AIP(Method):
     family = "prune"
+    supports_detection = True
 
     def __init__(self, cfg):
         super().__init__(cfg)

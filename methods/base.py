@@ -56,6 +56,7 @@ class Method:
     """Base class: the plain backbone trained with the trainer config (one stage)."""
 
     family = "none"
+    supports_detection = False   # True where the method runs on a detector's loss dict (docs/detection.md "Pruning")
 
     def __init__(self, cfg):
         self.cfg = cfg

@@ -9,6 +9,7 @@ from methods.common.storage import storage_metrics
 @register_method("baseline")
 class Baseline(Method):
     family = "baseline"
+    supports_detection = True
 
     def metrics(self, model) -> dict:
         if not self.cfg.get("storage", False):

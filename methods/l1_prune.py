@@ -20,6 +20,7 @@ from methods.common.pruning_report import compression_report
 @register_method("l1_prune")
 class L1Prune(Method):
     family = "prune"
+    supports_detection = True
 
     def __init__(self, cfg):
         super().__init__(cfg)
