@@ -88,8 +88,9 @@ class Judgement:
 
     @property
     def known_gap(self) -> str | None:
-        """The entry's known-gap reason when it names this metric (a gap explains only the metrics it names)."""
-        return self.entry.gap(self.metric.name)
+        """The entry's known-gap reason when it names this metric (a gap explains only the metrics it names, and,
+        where it states a side, only a mean on that side of the paper's value)."""
+        return self.entry.gap(self.metric.name, self.delta)
 
     @property
     def status(self) -> str:

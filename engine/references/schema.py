@@ -153,12 +153,19 @@ class KnownGap(_Schema):
     model_config = ConfigDict(extra="forbid", frozen=True)
     metrics: tuple[str, ...] = Field(min_length=1)
     reason: Text
+    # metric -> below | above: for that metric the gap explains only values on that side of the paper's (e.g. an
+    # error lower than reported), so a deviation the other way is still judged out of band; unnamed: both sides
+    sides: dict[str, Literal["below", "above"]] = Field(default_factory=dict)
 
     def __str__(self) -> str:
         return self.reason
 
-    def covers(self, metric: str) -> bool:
-        return metric in self.metrics
+    def covers(self, metric: str, deviation: float | None = None) -> bool:
+        """``deviation`` = ours - paper (None: the side is not checked)."""
+        if metric not in self.metrics:
+            return False
+        side = self.sides.get(metric)
+        return side is None or deviation is None or (deviation < 0 if side == "below" else deviation > 0)
 
 
 class Entry(_Schema):
@@ -210,9 +217,11 @@ class Entry(_Schema):
         name = str(experiment or "").rsplit("/", 1)[-1]     # "dns/<name>" (experiment file) or "<name>"
         return "recount" if self.recount or (name and name in self.recount_experiments) else "training"
 
-    def gap(self, metric: str) -> str | None:
-        """The known-gap reason when it covers ``metric`` (else None: that metric is judged as any other)."""
-        return self.known_gap.reason if self.known_gap is not None and self.known_gap.covers(metric) else None
+    def gap(self, metric: str, deviation: float | None = None) -> str | None:
+        """The known-gap reason when it covers ``metric`` (and ``deviation`` = ours - paper, when its side is
+        stated); else None: that metric is judged as any other."""
+        covered = self.known_gap is not None and self.known_gap.covers(metric, deviation)
+        return self.known_gap.reason if covered else None
 
     @field_validator("key", "method", mode="before")
     @classmethod
