@@ -287,3 +287,12 @@ def test_train_pa_experiment_smoke(compose):
     assert "sign_flip_total" in extra and 0 < extra["weight_rel_error"] < 1
     assert extra["act_coeff_std"] > 0                              # beta moved (learned per base)
     assert metrics["bops"] == 9 * 40_108_032
+
+
+def test_multibase_skeletons_are_abstract():
+    """WeightBases and MultiBaseMethod are skeletons: a subclass must give the approximators (pa, abc_net do)."""
+    from methods.common.multibase import MultiBaseMethod, WeightBases
+    with pytest.raises(TypeError, match="abstract"):
+        WeightBases(2)
+    with pytest.raises(TypeError, match="abstract"):
+        MultiBaseMethod({"M": 1, "N": 1})

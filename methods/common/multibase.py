@@ -32,6 +32,8 @@ dS/dc_k = sign(x - t_k) and dS/dt_k = -c_k * (the same surrogate of sign k) when
 """
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -111,7 +113,7 @@ def stair_ste(x: torch.Tensor, thresholds: torch.Tensor, coeffs: torch.Tensor, g
 
 # ---- layers -------------------------------------------------------------------------------------------
 
-class WeightBases(nn.Module):
+class WeightBases(nn.Module, metaclass=abc.ABCMeta):
     """How a layer's latent weight W becomes (thresholds u (M, O) or (M,), coefficients alpha, the same shape)
     and its backward rule. Subclasses (methods/pa.py, methods/abc_net.py) implement :meth:`fit`."""
 
@@ -121,8 +123,9 @@ class WeightBases(nn.Module):
         super().__init__()
         self.m = int(m)
 
+    @abc.abstractmethod
     def fit(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError(f"{type(self).__name__} must define fit (abstract: PA's and ABC-Net's bases do)")
+        """(u, alpha) fitted to the latent weight ``w``."""
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -303,7 +306,7 @@ def multibase_report(model: nn.Module, input_shape) -> dict:
 from methods.common.binary import BinaryMethod  # noqa: E402
 
 
-class MultiBaseMethod(BinaryMethod):
+class MultiBaseMethod(BinaryMethod, metaclass=abc.ABCMeta):
     """Shared skeleton of ``pa`` and ``abc_net``: the binary backbone of the run's model (models/binary.py, its
     ``binary.fp_*`` roles choosing which layers are binary), each binary layer swapped for a multi-base layer
     with ``M`` weight and ``N`` activation bases (:func:`replace_binary_layers`; subclasses give the
@@ -322,11 +325,13 @@ class MultiBaseMethod(BinaryMethod):
                 raise ValueError(f"method.{key}={value}: the number of bases must be in 1..{self.max_bases}")
         self.input_shape = None
 
+    @abc.abstractmethod
     def make_weight_bases(self, layer) -> WeightBases:
-        raise NotImplementedError(f"{type(self).__name__} must define make_weight_bases (abstract: pa, abc_net do)")
+        """The weight approximator of one binary layer."""
 
+    @abc.abstractmethod
     def make_act_bases(self, layer) -> ActBases:
-        raise NotImplementedError(f"{type(self).__name__} must define make_act_bases (abstract: pa, abc_net do)")
+        """The activation approximator of one binary layer."""
 
     def describe(self) -> dict:
         return {}
