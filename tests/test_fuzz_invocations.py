@@ -269,12 +269,18 @@ def pending_method() -> str | None:
 
 
 def test_pending_method_is_refused_naming_it(files, tmp_path, monkeypatch):
-    name = pending_method()
+    """A real pending method when one is left; otherwise a made-up one whose conf/method file (implemented: false)
+    sits on an extra Hydra search path, so the whole command-line path is exercised either way."""
+    name, extra = pending_method(), []
     if name is None:
-        pytest.skip("no method is pending (every conf/method file is implemented)")
+        name = "future_method"
+        (tmp_path / "conf" / "method").mkdir(parents=True)
+        (tmp_path / "conf" / "method" / f"{name}.yaml").write_text(
+            f"name: {name}\nfamily: prune\nimplemented: false\n")
+        extra = [f"hydra.searchpath=[file://{tmp_path / 'conf'}]"]
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     monkeypatch.setenv("DATA_ROOT", os.path.abspath(SHARED_DATA))
-    exit_code, text = invoke("train", [f"method={name}"], tmp_path)
+    exit_code, text = invoke("train", extra + [f"method={name}"], tmp_path)
     assert exit_code not in (0, None) and "Traceback" not in text, text
     assert name in text and "implemented: false" in text, text
 
