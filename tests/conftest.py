@@ -68,3 +68,19 @@ def method_steps(method, model, opt, n, seed=0):
         method.after_backward(model, i)
         opt.step()
         method.after_step(model, i)
+
+
+def kill_at_evaluation(monkeypatch, n: int):
+    """Make the trainer's ``n``-th evaluation raise KeyboardInterrupt (a simulated kill of the run); returns the
+    function that puts the real evaluation back (for the resumed run)."""
+    from engine import trainer as trainer_module
+    real, calls = trainer_module.evaluate, {"n": 0}
+
+    def dying_evaluate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt("simulated kill")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "evaluate", dying_evaluate)
+    return lambda: monkeypatch.setattr(trainer_module, "evaluate", real)

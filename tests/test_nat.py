@@ -321,23 +321,15 @@ def test_killed_run_resumes_to_the_uninterrupted_run(compose, monkeypatch, kill_
     """Killed at the kill_at-th evaluation (2: in the search's second epoch, the first checkpointed: policy, its
     optimiser, the baseline, the current input cell and the policy split's position come back; 3: in the retrain, the
     finished search replayed with its genotype, no new derivation): the run ends where the uninterrupted one does."""
-    from engine import trainer as trainer_module
+    from conftest import kill_at_evaluation
     from engine.runner import run
     ov = ["method=nat", "model=nat_resblock", *SMALL, "trainer.limit_batches=2", "trainer.epochs=2",
           "trainer.eval_every=1", "seed=3"]
     reference = run(compose(ov + ["paths.output_dir=${paths.results_dir}/../straight"]))
-    real_evaluate, calls = trainer_module.evaluate, {"n": 0}
-
-    def dying_evaluate(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == kill_at:
-            raise KeyboardInterrupt("simulated kill")
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "evaluate", dying_evaluate)
+    restore = kill_at_evaluation(monkeypatch, kill_at)
     with pytest.raises(KeyboardInterrupt):
         run(compose(ov))
-    monkeypatch.setattr(trainer_module, "evaluate", real_evaluate)
+    restore()
     resumed = run(compose(ov))
     for key in ("genotype", "derive_candidate_accs", "baseline", "policy_shift", "search_per_epoch", "policy_steps"):
         assert resumed["extra"][key] == reference["extra"][key], key

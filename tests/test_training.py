@@ -6,7 +6,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import engine.trainer as trainer_module
 from engine import checkpoint
 from engine.distill import kd_loss
 from engine.optim import lr_factor
@@ -43,19 +42,11 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(compose, monkeypatch):
     overrides = TINY + ["trainer.epochs=3", "seed=5"]
     reference = run(compose(overrides + ["paths.output_dir=${paths.results_dir}/../straight"]))
 
-    real_evaluate = trainer_module.evaluate
-    calls = {"n": 0}
-
-    def dying_evaluate(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:   # the run dies during epoch 2's evaluation (epoch 1 is checkpointed)
-            raise KeyboardInterrupt("simulated kill")
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "evaluate", dying_evaluate)
+    from conftest import kill_at_evaluation
+    restore = kill_at_evaluation(monkeypatch, 2)   # the run dies during epoch 2's evaluation (epoch 1 is checkpointed)
     with pytest.raises(KeyboardInterrupt):
         run(compose(overrides))
-    monkeypatch.setattr(trainer_module, "evaluate", real_evaluate)
+    restore()
     resumed = run(compose(overrides))
     assert resumed["top1"] == reference["top1"] and resumed["loss"] == pytest.approx(reference["loss"], abs=0, rel=0)
     assert resumed["steps"] == reference["steps"] == 9
