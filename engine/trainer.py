@@ -1,7 +1,8 @@
 """The training loop of one stage: epochs of steps, evaluation, per-epoch atomic checkpoints, resume.
 
-Per step: forward (bf16 autocast on CUDA) -> task loss (CE with label smoothing, + KD if a teacher is
-set; handed to the method as ``method.task_loss_fn`` for its extra passes) -> ``method.loss`` -> backward ->
+Per step: forward (bf16 autocast on CUDA) -> task loss (engine/tasks.py: the classifier's CE with label smoothing,
++ KD if a teacher is set, handed to the method as ``method.task_loss_fn`` for its extra passes; or the detector's own
+loss) -> ``method.loss`` -> backward ->
 ``method.after_backward`` -> optimizer and scheduler step -> ``method.after_step``. No step reads a tensor on the
 host: the loss is read at log points and at the epoch end only, where a NaN/inf loss since the last read stops the
 run naming its step (engine/loss_watch.py). Per epoch: ``method.on_epoch_end``, evaluation, checkpoint.
@@ -17,14 +18,13 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from engine import checkpoint
-from engine.distill import build_teacher, kd_loss
 from engine.evaluation import evaluate, primary_metric
 from engine.loss_watch import LossWatch
 from engine.optim import build_optimizer, build_scheduler
+from engine.tasks import make_task
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -57,10 +57,6 @@ def log_interval(log_every: int | None, total_steps: int) -> int:
     return int(log_every) if log_every else max(1, min(50, total_steps // 100))
 
 
-HEADER = f"{'epoch':>11} {'step':>8} {'lr':>10} {'train_loss':>10} {'top1':>7} {'top5':>7} {'val_loss':>8} {'time':>8}"
-HEADER_DETECTION = HEADER.replace("   top1", "  map50")
-
-
 def _to_device(x, y, device):
     """A batch on ``device``: labels as one tensor, or detection targets as a list of dicts of tensors."""
     x = x.to(device, non_blocking=True)
@@ -73,13 +69,6 @@ def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dis
                 global_step_offset: int = 0) -> StageResult:
     """Train ``model`` (possibly DDP-wrapped) for one stage with trainer config ``tcfg``."""
     raw = _unwrap(model)
-    detection = getattr(data, "task", "classification") == "detection"
-    if detection and tcfg.distill.teacher:
-        raise ValueError("trainer.distill.teacher: distillation is for classifiers; a detection run "
-                         "(data.task=detection) takes none (set trainer.distill.teacher=null)")
-    if detection and float(tcfg.label_smoothing):
-        raise ValueError(f"trainer.label_smoothing={tcfg.label_smoothing}: it smooths the classifier's cross-entropy; "
-                         "a detection run (data.task=detection) trains on the detector's own loss (set it to 0)")
     optimizer = build_optimizer(raw, tcfg.optimizer)
     # the stage's training batches: the data's loader, or the method's own source (e.g. a generator's images)
     train_src = method.train_batches(stage, tcfg, ctx)
@@ -95,8 +84,7 @@ def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dis
         total_steps = min(total_steps, int(tcfg.max_steps))
     scheduler = build_scheduler(optimizer, tcfg.scheduler, steps_per_epoch, max(total_steps, 1))
     log_every = log_interval(tcfg.log_every, total_steps)
-    teacher = build_teacher(tcfg.distill, num_classes=ctx.num_classes, in_channels=ctx.in_channels,
-                            image_size=ctx.image_size, device=device)
+    task = make_task(data, tcfg, ctx, device)   # after the optimizer and scheduler, as before: a teacher draws RNG
 
     start_epoch, step, history, best = 0, 0, [], None
     last_path = os.path.join(stage_dir, "last.pt")
@@ -122,8 +110,9 @@ def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dis
     if dist.is_main:
         print(f"[{stage.name}] {tcfg.epochs} epochs x {steps_per_epoch} steps, batch {tcfg.batch_size} "
               f"x {dist.world_size} process(es), {tcfg.optimizer.name} lr {tcfg.optimizer.lr}, "
-              f"{tcfg.scheduler.name} schedule\n{HEADER_DETECTION if detection else HEADER}", flush=True)
+              f"{tcfg.scheduler.name} schedule\n{task.header}", flush=True)
     watch = LossWatch(device, step)
+    task.bind(method)
 
     def stop_on_nonfinite(bad, epoch: int) -> None:
         """Log the first non-finite loss at its step, save the state and stop (``bad``: (step, loss) or None)."""
@@ -156,29 +145,7 @@ def train_stage(*, model, method, stage, tcfg, data, ctx, stage_dir, logger, dis
             if ctx.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                if detection:    # the detector's own loss dict (SSD: localisation + classification), summed
-                    out = model(x, y)
-                    task = sum(v.float() for v in out.values())
-                    method.task_loss_fn = None
-                    loss = method.loss(model, x, out, y, task)
-                else:
-                    out = model(x)
-                    t_out = None
-                    if teacher is not None:
-                        with torch.no_grad():
-                            t_out = teacher(x).float()
-
-                    def task_loss_fn(logits, targets, t_out=t_out):
-                        """CE (+ KD to the teacher's logits of this batch): for the first pass and a method's others."""
-                        task = F.cross_entropy(logits.float(), targets, label_smoothing=float(tcfg.label_smoothing))
-                        if t_out is not None:
-                            a = float(tcfg.distill.alpha)
-                            task = (1 - a) * task + a * kd_loss(logits.float(), t_out, float(tcfg.distill.temperature))
-                        return task
-
-                    method.task_loss_fn = task_loss_fn
-                    task = task_loss_fn(out, y)
-                    loss = method.loss(model, x, out, y, task)
+                loss = task.step_loss(model, method, x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             method.after_backward(raw, step)
