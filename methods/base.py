@@ -8,7 +8,8 @@ calls ``on_stage_start`` (may return a new model, e.g. after pruning), then per 
 The task loss reaches methods in two ways: ``loss`` receives the first pass's ``task_loss``, and a method that
 runs extra forward passes on the same batch (IR²Net's erased pass) calls ``self.task_loss(logits, targets)``,
 which is the same loss — CE with the run's label smoothing, plus the KD term against the teacher's logits *of this
-batch's inputs* when ``trainer.distill`` names a teacher. The trainer sets ``task_loss_fn`` before each ``loss``.
+batch's inputs* when ``trainer.distill`` names a teacher. The trainer sets ``task_loss_fn`` once per stage
+(engine/tasks.py; None for a detector, whose loss needs the boxes).
 
 Rebuilding for evaluation: ``evaluate.py`` builds the backbone, loads ``state_dict()`` into a fresh
 method object, calls ``transform`` (which must then reproduce the final structure, e.g. a pruned
@@ -96,7 +97,7 @@ class Method:
              task_loss: torch.Tensor) -> torch.Tensor:
         return task_loss
 
-    #: set by the trainer per step: (logits, targets) -> the run's task loss for this batch (teacher included)
+    #: set by the trainer per stage: (logits, targets) -> the run's task loss on the current batch (teacher included)
     task_loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     def task_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
