@@ -194,12 +194,15 @@ def test_within_row_claim(tmp_path):
     assert [(c.key, c.verdict, res.enforced(c)) for c in res.comparisons] == \
         [(("a",), "held", True), (("b",), "not held", False)]
     assert res.status == "inconclusive"              # one held, one not: not a verdict for the claim
+    assert res.evidence()[0].startswith("per row extra.ratio − 3: a 0.600 ± 0.100 (n=3; seeds 0,1,2), "
+                                        "95% CI [+0.352, +0.848] (one-sample t) vs margin +0 -> held")
     ref = R.load_reference(write(tmp_path, body + "    within_row: {filter: {method: dns}, metric: extra.p, "
                                                   "other: extra.q, margin: 0.1}\n"))
     rows = [row(run_id=f"p{s}", seed=s, experiment="a", extra={"p": 0.5, "q": q}) for s, q in
             enumerate((0.45, 0.46, 0.44))]
     (comp,) = R.evaluate_claim(ref.claims[0], rows).comparisons
     assert comp.interval.diff == pytest.approx(0.05) and comp.verdict == "not held"
+    assert "per row extra.p − extra.q: a 0.050 ± 0.010" in R.evaluate_claim(ref.claims[0], rows).evidence()[0]
     with pytest.raises(R.ReferenceError, match=r"claim 'dns_no_loss': field 'within_row.min': give exactly one"):
         R.load_reference(write(tmp_path, body + "    within_row: {filter: {method: dns}, metric: x}\n"))
 

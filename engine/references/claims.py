@@ -134,12 +134,17 @@ class ClaimResult:
     def evidence(self) -> list[str]:
         out = []
         for c in self.comparisons:
-            label = ", ".join(f"{k}={v}" for k, v in zip(self.claim.same, c.key)) or "all rows"
-            worse = c.worse.describe() if c.worse is not None else "threshold"
             iv = c.interval
-            out.append(f"{label}: better {c.better.describe()} vs worse {worse}: difference {iv.diff:+.3f}, 95% CI "
-                       f"[{iv.low:+.3f}, {iv.high:+.3f}] ({iv.test}) vs margin {self.claim.margin:+g} -> "
-                       f"{c.verdict}: {c.why}")
+            if c.worse is None:   # within-row, keyed by experiment: each row's metric minus its threshold
+                within = self.claim.within_row
+                against = within["other"] if within["other"] is not None else f"{float(within['min']):g}"
+                compared = f"per row {self.claim.metric} − {against}: {c.better.describe()}"
+            else:
+                label = ", ".join(f"{k}={v}" for k, v in zip(self.claim.same, c.key)) or "all rows"
+                compared = (f"{label}: better {c.better.describe()} vs worse {c.worse.describe()}: difference "
+                            f"{iv.diff:+.3f}")
+            out.append(f"{compared}, 95% CI [{iv.low:+.3f}, {iv.high:+.3f}] ({iv.test}) vs margin "
+                       f"{self.claim.margin:+g} -> {c.verdict}: {c.why}")
         return out
 
 
