@@ -10,7 +10,7 @@ export DATA_ROOT
 install:
 	python3 -m venv .venv
 	.venv/bin/pip install -e ".[test,cluster]"
-	.venv/bin/python -m methods.common.popcount_build   # XNOR-popcount kernel -> build/native/ (docs/binary_inference.md)
+	.venv/bin/python -m methods.common.popcount_build   # native kernels (XNOR-popcount, sketch) -> build/native/ (docs/binary_inference.md)
 
 test:
 	$(PY) -m pytest -q -p no:cacheprovider

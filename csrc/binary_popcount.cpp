@@ -73,7 +73,7 @@ inline void tile_popcounts(const uint64_t* rows, const uint64_t* wo, int64_t K, 
 
 extern "C" {
 
-int bp_abi_version() { return 1; }
+int bp_abi_version() { return 2; }   // 2: the library also holds sk_accumulate (sketch_associative.cpp)
 
 // x: float [N][C][HW] contiguous -> out: uint64 [N][HW][Cw], Cw = ceil(C / 64).
 void bp_pack_nchw(const float* x, int64_t N, int64_t C, int64_t HW, uint64_t* out, int nthreads) {

@@ -50,34 +50,47 @@ def _check(repeats: int, warmup: int, blocks: int) -> None:
         raise ValueError(f"latency: repeats >= 1, warmup >= 0 and blocks >= 1 needed, got {repeats}, {warmup}, {blocks}")
 
 
-def _timed(model: nn.Module, x: torch.Tensor, n: int) -> list[float]:
+def _timed(call, n: int) -> list[float]:
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
-        model(x)
+        call()
         out.append((time.perf_counter() - t0) * 1e3)
     return out
+
+
+def interleaved_times(calls: list, repeats: int = DEFAULT_REPEATS, warmup: int = DEFAULT_WARMUP,
+                      blocks: int = DEFAULT_BLOCKS) -> list[list[float]]:
+    """Milliseconds of ``repeats`` timed runs of each zero-argument callable after ``warmup`` runs, taken in
+    ``blocks`` blocks that alternate the callables (in order, reversed in odd blocks), so a slow drift of the
+    machine's load falls on all of them alike."""
+    per_block = math.ceil(repeats / blocks)
+    for call in calls:
+        for _ in range(warmup):
+            call()
+    times = [[] for _ in calls]
+    for b in range(blocks):
+        order = list(range(len(calls)))
+        if b % 2:
+            order.reverse()
+        for i in order:
+            times[i] += _timed(calls[i], per_block)
+    return times
+
+
+def interleaved_medians(calls: list, **kw) -> list[float]:
+    """The median ms of each callable (:func:`interleaved_times`)."""
+    return [statistics.median(t) for t in interleaved_times(calls, **kw)]
 
 
 @torch.inference_mode()
 def _interleaved(models: list[nn.Module], input_shape, batch_sizes, repeats: int, warmup: int, blocks: int
                  ) -> list[dict]:
-    """Per model, per batch size, ``repeats`` timed runs taken in ``blocks`` blocks that alternate the models
-    (block b runs the models in order, reversed in odd blocks)."""
-    per_block = math.ceil(repeats / blocks)
+    """Per model, per batch size, ``repeats`` timed forward passes (:func:`interleaved_times`)."""
     res = [dict() for _ in models]
     for bs in batch_sizes:
         x = torch.randn(int(bs), *input_shape)
-        for m in models:
-            for _ in range(warmup):
-                m(x)
-        times = [[] for _ in models]
-        for b in range(blocks):
-            order = list(range(len(models)))
-            if b % 2:
-                order.reverse()
-            for i in order:
-                times[i] += _timed(models[i], x, per_block)
+        times = interleaved_times([lambda m=m: m(x) for m in models], repeats, warmup, blocks)
         for i, t in enumerate(times):
             res[i][f"latency_ms_b{bs}"] = statistics.median(t)
             res[i][f"latency_ms_min_b{bs}"] = min(t)

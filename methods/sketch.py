@@ -55,6 +55,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from methods import Method, register_method
+from methods.common.native import load
 
 VARIANTS = ("direct", "refined", "bwn", "fp")
 SCOPES = ("layer", "filter")
@@ -179,19 +180,52 @@ def associative_plan(bases: torch.Tensor, scope: str = "layer") -> dict:
             "associative_adds": tree + combine, "mults": o * m}
 
 
+def accumulation_steps(bits: torch.Tensor, order, associative: bool = True) -> dict[str, torch.Tensor]:
+    """The steps csrc/sketch_associative.cpp runs for the rows of ``bits`` (N, n) in {-1, +1}: with
+    ``associative``, ``order`` (from :func:`spanning_order`) with each derived tensor = its parent + sum of 2 B_k[i]
+    u[i] over the d entries where they differ; else every tensor from scratch, sum of B_k[i] u[i] over all n."""
+    num, n = bits.shape
+    node, parent, offset, index, coef = [], [], [0], [], []
+    for k, p in (order if associative else [(k, -1) for k in range(num)]):
+        idx = torch.arange(n) if p < 0 else (bits[k] != bits[p]).nonzero().flatten()
+        node.append(k)
+        parent.append(p)
+        index.append(idx)
+        coef.append(bits[k, idx] * (1.0 if p < 0 else 2.0))
+        offset.append(offset[-1] + len(idx))
+    i64 = torch.int64
+    return {"node": torch.tensor(node, dtype=i64), "parent": torch.tensor(parent, dtype=i64),
+            "offset": torch.tensor(offset, dtype=i64), "index": torch.cat(index).to(torch.int32),
+            "coef": torch.cat(coef).float()}
+
+
+def binary_convs_native(x: torch.Tensor, steps: dict[str, torch.Tensor], num: int, kernel, stride=1, padding=0,
+                        dilation=1) -> torch.Tensor:
+    """conv(x, B_k) for the ``num`` binary tensors of ``steps`` (:func:`accumulation_steps`), float32 on CPU, by the
+    native kernel (im2col rows, then the steps per output position): (B, num, OH, OW)."""
+    b, _, h, w = x.shape
+    u = F.unfold(x.float().cpu(), kernel, dilation, padding, stride)            # (B, n, P)
+    n, positions = u.shape[1:]
+    u = u.transpose(1, 2).reshape(b * positions, n).contiguous()
+    out = torch.empty((b * positions, num), dtype=torch.float32)
+    load().sk_accumulate(u.data_ptr(), b * positions, n, len(steps["node"]), steps["node"].data_ptr(),
+                         steps["parent"].data_ptr(), steps["offset"].data_ptr(), steps["index"].data_ptr(),
+                         steps["coef"].data_ptr(), num, out.data_ptr(), torch.get_num_threads())
+    kh, kw = kernel
+    oh = (h + 2 * padding - dilation * (kh - 1) - 1) // stride + 1
+    return out.reshape(b, positions, num).permute(0, 2, 1).reshape(b, num, oh, positions // oh)
+
+
 def associative_conv2d(x: torch.Tensor, bases: torch.Tensor, alphas: torch.Tensor, order, stride=1, padding=0,
-                       dilation=1) -> torch.Tensor:
-    """sum_j a_j conv(x, B_j) per filter, each conv(x, B_k) built from its tree parent's result plus
-    conv(x, B_k - B_parent) (groups = 1). ``bases`` (O, m, C, kh, kw), ``alphas`` (O, m)."""
+                       dilation=1, associative: bool = True) -> torch.Tensor:
+    """sum_j a_j conv(x, B_j) per filter (groups = 1), the binary convolutions by the native kernel: each
+    conv(x, B_k) from its tree parent's result (``associative``) or from scratch (the direct binary path, the same
+    kernel, so the two differ in wall time only by the additions). ``bases`` (O, m, C, kh, kw), ``alphas`` (O, m)."""
     o, m = alphas.shape
-    flat = bases.reshape(o * m, *bases.shape[2:]).to(x.dtype)
-    results: dict[int, torch.Tensor] = {}
-    for k, p in order:
-        kernel = flat[k] if p < 0 else flat[k] - flat[p]
-        r = F.conv2d(x, kernel[None], None, stride, padding, dilation)
-        results[k] = r if p < 0 else results[p] + r
-    out = torch.stack([results[i] for i in range(o * m)], 1)[:, :, 0]      # (B, O*m, H, W)
-    return (out.reshape(x.shape[0], o, m, *out.shape[2:]) * alphas.to(x.dtype)[None, :, :, None, None]).sum(2)
+    bits = bases.reshape(o * m, -1)
+    convs = binary_convs_native(x, accumulation_steps(bits, order, associative), o * m, tuple(bases.shape[-2:]),
+                                stride, padding, dilation)
+    return (convs.reshape(x.shape[0], o, m, *convs.shape[2:]) * alphas.float()[None, :, :, None, None]).sum(2)
 
 
 # ---- the conversion ---------------------------------------------------------------------------------------------

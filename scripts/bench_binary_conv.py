@@ -8,16 +8,15 @@
 2. End to end: an exported-then-reloaded binary ResNet-20 (``bireal_resnet20``, CIFAR 32 px, batch 1) through the
    float +-1 path and the packed path, with the largest logit difference.
 
-Times are the median of ``--repeats`` calls after warm-up. Prints markdown tables.
+Times are the median of ``--repeats`` calls after warm-up, the two paths timed interleaved in blocks
+(engine.latency.interleaved_times). Prints markdown tables.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -25,21 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from engine.latency import interleaved_medians  # noqa: E402
 from methods.common.binary_export import export_binary, load_binary_export  # noqa: E402
 from methods.common.packed_binary import pack_weight, packed_conv2d  # noqa: E402
 from models import build_model  # noqa: E402
 from models.binary_layers import BinaryConv2d, BinarySpec  # noqa: E402
-
-
-def median_ms(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
 
 
 def body_layers(image_size: int = 224) -> list[tuple[str, BinaryConv2d, tuple]]:
@@ -69,8 +58,9 @@ def bench_layers(threads: int, repeats: int) -> None:
         w = torch.randn_like(m.weight).sign()
         words, tap_pop = pack_weight(w)
         s, p = m.stride[0], m.padding[0]
-        fp = median_ms(lambda: F.conv2d(x, w, stride=s, padding=p), repeats)
-        binary = median_ms(lambda: packed_conv2d(x, words, tap_pop, m.kernel_size, s, p), repeats)
+        fp, binary = interleaved_medians([lambda: F.conv2d(x, w, stride=s, padding=p),
+                                          lambda: packed_conv2d(x, words, tap_pop, m.kernel_size, s, p)],
+                                         repeats=repeats, warmup=3)
         tot_fp, tot_bin = tot_fp + fp, tot_bin + binary
         shape_txt = f"{shape[1]}->{m.out_channels} {m.kernel_size[0]}x{m.kernel_size[1]}/{s} @{shape[2]}"
         rows.append(f"| {name} | {shape_txt} | {fp:.3f} | {binary:.3f} | {fp / binary:.1f}x |")
@@ -95,8 +85,7 @@ def bench_end_to_end(threads: int, repeats: int) -> None:
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         diff = (flt(x) - pkd(x)).abs().max().item()
-        f_ms = median_ms(lambda: flt(x), repeats)
-        p_ms = median_ms(lambda: pkd(x), repeats)
+        f_ms, p_ms = interleaved_medians([lambda: flt(x), lambda: pkd(x)], repeats=repeats, warmup=3)
     print(f"\n### Exported binary ResNet-20 (bireal_resnet20, 32 px), batch 1, {threads} thread(s)\n")
     print("| path | latency ms | speedup |\n|---|---:|---:|")
     print(f"| float +-1 (FP32 conv) | {f_ms:.3f} | 1.0x |\n| packed | {p_ms:.3f} | {f_ms / p_ms:.1f}x |")

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from engine.latency import compare_latency, measure_latency
+from engine.latency import compare_latency, interleaved_medians, measure_latency
 
 
 def test_latency_median_and_threads():
@@ -54,3 +54,11 @@ def test_compare_interleaves_dense_and_compact_in_blocks():
     compare_latency(Tag("d"), Tag("c"), (2,), batch_sizes=(1,), repeats=6, warmup=0, threads=1, blocks=3)
     # blocks of 2 timed runs each: d d c c | c c d d | d d c c
     assert "".join(calls) == "ddcc" + "ccdd" + "ddcc"
+
+
+def test_interleaved_medians_of_callables_warm_up_then_alternate_blocks():
+    calls = []
+    medians = interleaved_medians([lambda: calls.append("a"), lambda: calls.append("b")], repeats=4, warmup=1,
+                                  blocks=2)
+    assert "".join(calls) == "ab" + "aabb" + "bbaa"        # one warm-up each, then blocks of 2 in alternating order
+    assert len(medians) == 2 and all(m >= 0 for m in medians)

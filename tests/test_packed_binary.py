@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.common import packed_binary, popcount_build
+from methods.common import native, packed_binary, popcount_build
 from methods.common.binary_export import export_binary, load_binary_export
 from methods.common.packed_binary import PackedBinaryConv2d, PackedBinaryLinear, pack_model, pack_weight
 from models import build_model
@@ -106,8 +106,8 @@ def test_w1a32_layers_stay_on_the_float_path():
 
 
 def test_missing_kernel_names_the_fix(monkeypatch, tmp_path):
-    monkeypatch.setattr(packed_binary, "LIBRARY", tmp_path / "absent.so")
-    monkeypatch.setattr(packed_binary, "_LIB", None)
+    monkeypatch.setattr(native, "LIBRARY", tmp_path / "absent.so")
+    monkeypatch.setattr(native, "_LIB", None)
     assert not packed_binary.available()
     with pytest.raises(RuntimeError, match="run `make install`"):
         pack_model(torch.nn.Sequential())

@@ -1,7 +1,7 @@
 """Fast binary inference on CPU: bit-packed XNOR-popcount conv / linear for +-1 weights and +-1 activations.
 
 The kernel (csrc/binary_popcount.cpp, built by ``make install`` through ``python -m
-methods.common.popcount_build``) is called through ctypes. :func:`pack_model` turns every frozen binary layer of
+methods.common.popcount_build``) is called through ctypes (methods/common/native.py). :func:`pack_model` turns every frozen binary layer of
 an exported model (``load_binary_export``) whose weights *and* activations are binary into its packed form in
 place; layers it cannot serve (W1A32, groups > 1, dilation > 1, non-zero padding modes) stay on the float path.
 
@@ -15,45 +15,12 @@ here and NaN on the float path.
 """
 from __future__ import annotations
 
-import ctypes
-
 import numpy as np
 import torch
 import torch.nn as nn
 
-from methods.common.popcount_build import LIBRARY
+from methods.common.native import MISSING, available, load   # noqa: F401  (available, MISSING: this module's API)
 from models.binary_layers import BinaryConv2d, BinaryLinear
-
-_LIB: ctypes.CDLL | None = None
-_ABI = 1
-MISSING = (f"binary popcount kernel not built ({LIBRARY} missing): run `make install` or "
-           "`python -m methods.common.popcount_build`")
-
-
-def available() -> bool:
-    """True when the compiled kernel loads."""
-    try:
-        _lib()
-    except RuntimeError:
-        return False
-    return True
-
-
-def _lib() -> ctypes.CDLL:
-    global _LIB
-    if _LIB is None:
-        if not LIBRARY.exists():
-            raise RuntimeError(MISSING)
-        lib = ctypes.CDLL(str(LIBRARY))
-        if lib.bp_abi_version() != _ABI:
-            raise RuntimeError(f"{LIBRARY} is stale (ABI {lib.bp_abi_version()}, need {_ABI}): "
-                               "run `python -m methods.common.popcount_build`")
-        i64, ptr = ctypes.c_int64, ctypes.c_void_p
-        lib.bp_pack_nchw.argtypes = [ptr, i64, i64, i64, ptr, ctypes.c_int]
-        lib.bp_conv2d.argtypes = [ptr, i64, i64, i64, i64, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, ptr,
-                                  ctypes.c_int]
-        _LIB = lib
-    return _LIB
 
 
 def pack_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,14 +43,14 @@ def pack_input(x: torch.Tensor) -> torch.Tensor:
     x = x.detach().float().contiguous()
     n, c, h, w = x.shape
     out = torch.empty((n, h * w, (c + 63) // 64), dtype=torch.int64)
-    _lib().bp_pack_nchw(x.data_ptr(), n, c, h * w, out.data_ptr(), torch.get_num_threads())
+    load().bp_pack_nchw(x.data_ptr(), n, c, h * w, out.data_ptr(), torch.get_num_threads())
     return out
 
 
 def packed_conv2d(x: torch.Tensor, words: torch.Tensor, tap_pop: torch.Tensor, kernel: tuple[int, int],
                   stride: int = 1, padding: int = 0) -> torch.Tensor:
     """``F.conv2d(sign(x), w, stride=stride, padding=padding)`` for the packed +-1 weight ``w``: float32, exact."""
-    lib = _lib()
+    lib = load()
     if x.dim() != 4:
         raise ValueError(f"packed_conv2d needs an NCHW input, got shape {tuple(x.shape)}")
     n, c, h, w = x.shape
@@ -166,7 +133,7 @@ def pack_model(model: nn.Module) -> nn.Module:
     The layers keep their class's parameters and state_dict (the class becomes the Packed subclass, the packed
     words are non-persistent buffers), so the model still exports, loads and counts complexity as before.
     Inference only: the packed words are taken once, from the current +-1 weights."""
-    _lib()
+    load()
     for m in model.modules():
         if isinstance(m, (PackedBinaryConv2d, PackedBinaryLinear)) or not packable(m):
             continue

@@ -1,4 +1,6 @@
-"""Build the XNOR-popcount kernel (csrc/binary_popcount.cpp) into build/native/ — ``make install`` runs this.
+"""Build the native CPU kernels into one library in build/native/ — ``make install`` runs this: the XNOR-popcount
+convolution (csrc/binary_popcount.cpp) and Network Sketching's associative accumulation (csrc/sketch_associative.cpp);
+loaded by methods/common/native.py.
 
     python -m methods.common.popcount_build            # g++ (or $CXX), about a second
 
@@ -16,26 +18,26 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCE = ROOT / "csrc" / "binary_popcount.cpp"
+SOURCES = [ROOT / "csrc" / "binary_popcount.cpp", ROOT / "csrc" / "sketch_associative.cpp"]
 LIBRARY = ROOT / "build" / "native" / "libbinary_popcount.so"
 
 
 def build(cxx: str | None = None) -> Path:
-    """Compile SOURCE into LIBRARY (written to a temporary name, then renamed); returns LIBRARY."""
+    """Compile SOURCES into LIBRARY (written to a temporary name, then renamed); returns LIBRARY."""
     cxx = cxx or os.environ.get("CXX", "g++")
     arch = shlex.split(os.environ.get("CR_NATIVE_FLAGS", "-march=native"))
     LIBRARY.parent.mkdir(parents=True, exist_ok=True)
     tmp = LIBRARY.with_suffix(f".so.tmp{os.getpid()}")
-    cmd = [cxx, "-O3", *arch, "-fopenmp", "-shared", "-fPIC", "-std=c++17", str(SOURCE), "-o", str(tmp)]
+    cmd = [cxx, "-O3", *arch, "-fopenmp", "-shared", "-fPIC", "-std=c++17", *map(str, SOURCES), "-o", str(tmp)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
     except FileNotFoundError:
-        raise RuntimeError(f"binary popcount kernel build failed: compiler {cxx!r} not found "
+        raise RuntimeError(f"native kernel build failed: compiler {cxx!r} not found "
                            "(install g++ or set CXX)") from None
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
         first = next((ln for ln in lines if "error" in ln), lines[0] if lines else f"exit status {proc.returncode}")
-        raise RuntimeError(f"binary popcount kernel build failed ({' '.join(cmd[:-2])}): {first}")
+        raise RuntimeError(f"native kernel build failed ({' '.join(cmd[:-2])}): {first}")
     os.replace(tmp, LIBRARY)
     return LIBRARY
 
