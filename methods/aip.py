@@ -56,6 +56,7 @@ from methods import Method, Stage, register_method
 from methods.common.channel_pruning import (apply_channel_config, channel_groups, filter_l1, kept_width,
                                             prune_channels, scope_groups, top_k, uniform_rate_for_flops)
 from methods.common.pruning_report import compression_report
+from methods.common.ranks import average_grads
 
 IMPORTANCE = ("l1", "bn")
 SCHEDULE = ("linear", "geometric")
@@ -330,6 +331,7 @@ class AIP(Method):
                         self._add("disc_acc", acc)
                         self._add("d_loss", d_loss)
                     d_loss.backward()
+                    average_grads(self.disc.parameters())     # one discriminator across DDP ranks
                     self.disc_opt.step()
                 self.disc_opt.zero_grad(set_to_none=True)
                 self.disc.requires_grad_(False)       # the student's term moves the student only

@@ -42,6 +42,7 @@ import yaml
 from methods import RunContext, register_method
 from methods.common.generator_cells import CHOICES, ROWS, CellGenerator, relaxed_weights, mixed_op  # noqa: F401
 from methods.gdfq import GDFQ, generator_loss
+from methods.common.ranks import average_grads
 
 GENOTYPE_FILE = "autorecon_genotype.yaml"
 
@@ -62,6 +63,7 @@ def _step(method, G, opt, z, y):
     G.zero_grad(set_to_none=True)
     loss, bns, acc = reconstruction_loss(method, G, z, y)
     loss.backward()
+    average_grads(p for g in opt.param_groups for p in g["params"])   # one generator across DDP ranks
     opt.step()
     return float(loss.detach()), float(bns.detach()), float(acc)
 

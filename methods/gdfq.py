@@ -44,6 +44,7 @@ from methods import Method, RunContext, Stage, register_method
 import methods.common.generator_cells  # noqa: F401  (registers the cell generators, e.g. ait_discovered_cifar10)
 from methods.common.generators import (GENERATORS, CategoricalConditionalBN, build_generator,  # noqa: F401
                                        register_generator)
+from methods.common.ranks import average_grads
 
 
 # ---- quantizer -------------------------------------------------------------------------------------------------
@@ -430,6 +431,7 @@ class GDFQ(Method):
             loss_g = generator_loss(t_logits, y, bns, self.bns_weight)
             self.opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
+            average_grads(p for g in self.opt_g.param_groups for p in g["params"])   # one generator across ranks
             self.opt_g.step()
             self.pending = None
             t_logits = t_logits.detach()

@@ -52,6 +52,7 @@ import yaml
 from methods import register_method
 from methods.base import RunContext, Stage
 from methods.common.binary import BinaryMethod, binary_layers
+from methods.common.ranks import average_grads
 
 GENOTYPE_SOURCES = ("search", "random", "model")
 PHASES = ("search", "retrain")
@@ -116,6 +117,7 @@ def arch_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tenso
     grads = torch.autograd.grad(loss, params)
     for p, g in zip(params, grads):
         p.grad = g
+    average_grads(params)          # one architecture across DDP ranks
     optimizer.step()
     for p in params:
         p.grad = None

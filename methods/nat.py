@@ -45,6 +45,7 @@ import yaml
 from methods import Method, register_method
 from methods.base import RunContext, Stage
 from methods.common.heldout import heldout_split
+from methods.common.ranks import average_grads
 from models.nat_cells import PRIMITIVES, NATNet, NATSupernet, load_genotype
 
 #: NAT++ two-level transition rule (official NATv2 search_model.py; FullyConcat and LooseEnd tables are identical)
@@ -415,6 +416,7 @@ class NAT(Method):
         loss = policy_loss(logp_n, logp_r, adv, ent_n, ent_r, self.pcfg["entropy_coeff"])
         self._opt.zero_grad(set_to_none=True)
         loss.backward()
+        average_grads(p for g in self._opt.param_groups for p in g["params"])   # one policy across DDP ranks
         self._opt.step()
         self.baseline = baseline_update(self.baseline, r, adv, self.pcfg["gamma"], self.pcfg["baseline_update"])
         return {"reward": r, "entropy": float((ent_n + ent_r).detach()), "acc_alpha": acc_alpha, "acc_beta": acc_beta}
