@@ -161,10 +161,10 @@ def test_binary_backbone_keeps_its_model_options(compose):
 def test_ir2net_erased_pass_gets_the_teacher_through_the_trainer(compose, monkeypatch):
     """Official ImageNet recipe: KD to the teacher on both passes. The trainer hands its task loss (with the
     teacher's logits of the batch) to the method, so kd_loss runs twice per step."""
-    import engine.trainer as trainer
+    import engine.tasks as tasks
     calls = []
-    real = trainer.kd_loss
-    monkeypatch.setattr(trainer, "kd_loss", lambda s, t, temp: calls.append(s.shape) or real(s, t, temp))
+    real = tasks.kd_loss
+    monkeypatch.setattr(tasks, "kd_loss", lambda s, t, temp: calls.append(s.shape) or real(s, t, temp))
     cfg = compose(["method=ir2net", "model=resnet20", *TINY, "trainer.max_steps=1", "trainer.distill.teacher=resnet20",
                    "trainer.distill.teacher_pretrained=false"])
     metrics = run(cfg)
