@@ -20,7 +20,7 @@ def test_caffe_init_xavier_zero_bias(name):
             assert float(layer.weight.detach().abs().max()) > 0.95 * bound        # uniform over the whole range
             # U(-a, a): mean |w| = a / 2
             assert float(layer.weight.detach().abs().mean()) == pytest.approx(bound / 2, rel=0.1)
-            assert float(layer.bias.abs().max()) == 0.0 and layer.bias_lr_mult == 2.0
+            assert float(layer.bias.detach().abs().max()) == 0.0 and layer.bias_lr_mult == 2.0
 
 
 def test_caffe_bias_lr_mult_group():
