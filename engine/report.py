@@ -38,6 +38,8 @@ EXACT_FROM_MODEL = ("params", "flops", "macs", "bops", "ops", "size_bits")
 NOT_COMPRESSION = ("analysis", "baseline")
 #: papers whose rows are infrastructure (pretrained backbones, dense starting points), never plotted
 NOT_PLOTTED_PAPERS = ("backbones",)
+#: variants that are a compression method's uncompressed control (e.g. sketch's ``variant: fp``), never plotted
+FP_CONTROL_VARIANTS = ("fp", "fp32")
 IN_BAND = ("reproduced", "in band", "recounted")
 
 
@@ -175,7 +177,8 @@ def _style(i: int) -> tuple[str, object]:
 def plot_points(rows: list[dict], families: dict[str, str]) -> dict[str, list[dict]]:
     """dataset -> points (mean over seeds of one recipe: paper, method, model, variant, experiment, fidelity)
     of judged rows of compression methods only: a method whose ``conf/method`` family is a compression family,
-    in a paper that is not itself an analysis method (xgradcam, unit_ablation); no baseline or backbone rows."""
+    in a paper that is not itself an analysis method (xgradcam, unit_ablation); no baseline or backbone rows and no
+    uncompressed control of a compression method (``FP_CONTROL_VARIANTS``)."""
     groups: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
     for row in rows:
         method = row.get("method") or ""
@@ -184,6 +187,8 @@ def plot_points(rows: list[dict], families: dict[str, str]) -> dict[str, list[di
         if families.get(method, "analysis") in NOT_COMPRESSION or row.get("paper") in NOT_PLOTTED_PAPERS \
                 or families.get(str(row.get("paper")), "") in NOT_COMPRESSION:
             continue    # analysis papers (xgradcam, unit_ablation) and methods without a compression family
+        if str(row.get("variant") or "") in FP_CONTROL_VARIANTS:
+            continue    # e.g. sketch's FP control: the method's evaluation path with nothing compressed
         acc = R.row_value(row, "top1")
         cost = R.row_value(row, "ops") or R.row_value(row, "macs")
         if acc is None or not cost:

@@ -246,7 +246,7 @@ def test_plots_compression_methods_only_fixed_distinct_styles(tree):
     assert "| 1 | dns | dns | lenet300_100 |" in key
 
 
-def test_plot_points_exclude_analysis_baselines_backbones_and_unjudged():
+def test_plot_points_exclude_analysis_baselines_backbones_fp_controls_and_unjudged():
     families = {"dns": "prune", "inq": "quant", "baseline": "baseline", "xgradcam": "analysis",
                 "unit_ablation": "analysis"}
     base = {"dataset": "mnist", "fidelity": "reduced", "top1": 98.0, "ops": 1e6, "_judged": True, "seed": 0}
@@ -257,7 +257,8 @@ def test_plot_points_exclude_analysis_baselines_backbones_and_unjudged():
             base | {"paper": "backbones", "method": "dns", "experiment_config": "backbones/d"},
             base | {"paper": "xgradcam", "method": "gradcam", "experiment_config": "xgradcam/e"},
             base | {"paper": "unit_ablation", "method": "random", "experiment_config": "unit_ablation/f"},
-            base | {"paper": "xgradcam", "method": "xgradcam", "experiment_config": "xgradcam/g"}]
+            base | {"paper": "xgradcam", "method": "xgradcam", "experiment_config": "xgradcam/g"},
+            base | {"paper": "dns", "method": "dns", "experiment_config": "dns/h", "variant": "fp"}]   # FP control
     (pt,) = report.plot_points(rows, families)["mnist"]
     assert (pt["method"], pt["experiment"], pt["n"], pt["acc"], pt["label"]) == ("dns", "dns/a", 2, 97.5, "1")
 
