@@ -25,8 +25,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from engine.latency import interleaved_medians  # noqa: E402
-from methods.sketch import (accumulation_steps, associative_plan, binary_convs_native, sketch_layer,  # noqa: E402
-                            sketch_targets, spanning_order)
+from methods.sketch import (accumulation_steps, associative_plan, binary_convs_native, layer_bases,  # noqa: E402
+                            output_positions, sketch_layer, sketch_targets)
 from models import build_model  # noqa: E402
 
 
@@ -49,15 +49,16 @@ def bench(model_name: str, m: int, variant: str, batch: int, repeats: int) -> di
     targets, _ = sketch_targets(model, fp_first=True, fp_last=True, fp_downsample=False)
     convs = [(n, mod) for n, mod in targets if isinstance(mod, torch.nn.Conv2d)]
     shapes = layer_inputs(model, [n for n, _ in convs], batch)
+    positions_of = output_positions(model, (3, 32, 32))
     row = {"m": m, "direct_ms": 0.0, "associative_ms": 0.0, "float_ms": 0.0, "direct_adds": 0, "tree_adds": 0}
     for name, conv in convs:
         sketch_layer(conv, m, variant)
-        o = conv.out_channels
-        bits = conv.sketch_basis.transpose(0, 1).reshape(o * m, -1).float()          # (O*m, n), +-1
-        order, _ = spanning_order(bits)
+        bases, _ = layer_bases(conv)                                         # (O, m, n), +-1
+        plan = associative_plan(bases, "layer")
+        bits, o = bases.reshape(-1, bases.shape[-1]).float(), conv.out_channels
         x = torch.randn(shapes[name])
         args = (tuple(conv.kernel_size), conv.stride[0], conv.padding[0], conv.dilation[0])
-        direct, tree = (accumulation_steps(bits, order, associative) for associative in (False, True))
+        direct, tree = (accumulation_steps(bits, plan["order"], associative) for associative in (False, True))
         weight = conv.weight.detach().float()
         times = interleaved_medians([lambda: binary_convs_native(x, direct, o * m, *args),
                                      lambda: binary_convs_native(x, tree, o * m, *args),
@@ -65,10 +66,9 @@ def bench(model_name: str, m: int, variant: str, batch: int, repeats: int) -> di
                                     repeats=repeats, warmup=3)
         for key, ms in zip(("direct_ms", "associative_ms", "float_ms"), times):
             row[key] += ms
-        plan = associative_plan(conv.sketch_basis.transpose(0, 1).reshape(o, m, -1).double(), "layer")
-        positions = (shapes[name][2] // conv.stride[0]) * (shapes[name][3] // conv.stride[1])
-        row["direct_adds"] += positions * (plan["direct_adds"] - o * (m - 1))     # the binary convs' part
-        row["tree_adds"] += positions * (plan["associative_adds"] - o * (m - 1))
+        combine = o * (m - 1)                                                # summing the scaled results: not timed
+        row["direct_adds"] += positions_of[name] * (plan["direct_adds"] - combine)
+        row["tree_adds"] += positions_of[name] * (plan["associative_adds"] - combine)
     return row
 
 
