@@ -15,20 +15,22 @@ def world_size() -> int:
 
 
 def average_grads(params) -> None:
-    """Replace each trainable parameter's gradient by its mean over the ranks (in place; no-op on one process).
-    A parameter without a gradient on this rank takes part with zeros, so every rank issues the same collectives;
-    it is left without one again when no rank had one (an optimizer then skips it, as it would have)."""
+    """Replace each trainable parameter's gradient by its mean over the ranks (in place; no-op on one process), in
+    one all-reduce of the flattened gradients. A parameter without a gradient on this rank takes part with zeros, so
+    every rank sends the same buffer; it is left without one again when no rank had one (an optimizer then skips
+    it, as it would have)."""
     n = world_size()
     if n == 1:
         return
-    for p in params:
-        if not p.requires_grad:
-            continue
-        had = p.grad is not None
-        if not had:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-        if not had and not p.grad.any():
-            p.grad = None
-            continue
-        p.grad.div_(n)
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        return
+    missing = [p.grad is None for p in params]
+    flat = torch.cat([torch.zeros(p.numel(), device=p.device, dtype=p.dtype) if none else p.grad.reshape(-1)
+                      for p, none in zip(params, missing)])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    for p, none, part in zip(params, missing, flat.div_(n).split([p.numel() for p in params])):
+        if not none:
+            p.grad.copy_(part.view_as(p))
+        elif part.any():
+            p.grad = part.view_as(p).clone()
