@@ -25,7 +25,7 @@ class ClassificationTask:
 
     def __init__(self, tcfg, ctx, device):
         self.label_smoothing = float(tcfg.label_smoothing)
-        self.distill = tcfg.distill
+        self.kd_alpha, self.kd_temperature = float(tcfg.distill.alpha), float(tcfg.distill.temperature)
         self.teacher = build_teacher(tcfg.distill, num_classes=ctx.num_classes, in_channels=ctx.in_channels,
                                      image_size=ctx.image_size, device=device)
         self._teacher_logits = None   # the teacher's logits of the current batch (None without a teacher)
@@ -38,8 +38,8 @@ class ClassificationTask:
         """CE (+ KD to the teacher's logits of the current batch): for the first pass and a method's others."""
         task = F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
         if self._teacher_logits is not None:
-            a = float(self.distill.alpha)
-            task = (1 - a) * task + a * kd_loss(logits.float(), self._teacher_logits, float(self.distill.temperature))
+            a = self.kd_alpha
+            task = (1 - a) * task + a * kd_loss(logits.float(), self._teacher_logits, self.kd_temperature)
         return task
 
     def step_loss(self, model, method, x, y) -> torch.Tensor:

@@ -26,7 +26,8 @@ def collect(src_root: str, dst_root: str, papers: list[str] | None = None) -> di
             raise SystemExit(f"{src}: no such results file (papers there: "
                              f"{sorted(n[:-4] for n in os.listdir(src_dir) if n.endswith('.csv'))})")
         dst = os.path.join(dst_dir, name)
-        added[name] = sum(append_row(dst, row) for row in read_rows(src))
+        have = {r["run_id"] for r in read_rows(dst)} if os.path.exists(dst) else set()
+        added[name] = sum(append_row(dst, row) for row in read_rows(src) if row["run_id"] not in have)
     return added
 
 
