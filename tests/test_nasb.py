@@ -263,3 +263,37 @@ def test_search_then_retrain_through_train_and_genotype_file_reloads(compose, tm
     m2 = run(compose(TINY + ["model=nasb_cell", f"model.genotype={path}", "method=nasb", "method.genotype=model",
                              "method.stages=[{name: retrain, phase: retrain}]", "seed=1"]))
     assert m2["ops"] == m["ops"] and m2["extra"]["genotype"] == extra["genotype"]
+
+
+# ---- the grid's claims compare a search only where alpha moved ------------------------------------------------
+def _grid_row(experiment, seed, top1, shift=None):
+    extra = {} if shift is None else {"alpha_shift_max": shift}
+    return {"run_id": f"{experiment}-{seed}", "paper": "nasb", "dataset": "cifar10_jpeg", "method": "nasb",
+            "fidelity": "reduced", "variant": "grid_3840img_8ep_sgd", "experiment": experiment, "seed": seed,
+            "top1": top1, "extra": extra, "_judged": True}
+
+
+@pytest.mark.parametrize("shift, verdict", [(0.09, "inconclusive"), (0.9, "held")])
+def test_search_claims_are_judged_only_where_alpha_moved(shift, verdict):
+    """The same clear top-1 lead (+5 points on every seed) is held when the search's alpha moved by more than 0.5
+    and inconclusive, naming the signal, when it stayed near its initial value (the committed short search's case)."""
+    from engine import references as R
+    claim = next(c for c in R.load_references()["nasb"].claims if c.id == "grid_search_beats_random_cell")
+    rows = [_grid_row("cifar10_jpeg_nasb_long_search", s, 35.0 + s * 0.1, shift) for s in range(3)]
+    rows += [_grid_row("cifar10_jpeg_random_cell_reduced", s, 30.0 + s * 0.1 + (0.01 if s == 1 else 0.0))
+             for s in range(3)]
+    (comp,) = R.evaluate_claim(claim, rows).comparisons
+    assert comp.verdict == verdict
+    if verdict == "inconclusive":
+        assert "did not act" in comp.why and "alpha_shift_max = 0.09" in comp.why
+
+
+def test_long_search_takes_ten_times_the_alpha_steps_of_the_short_one(compose):
+    """alpha steps = (search epochs - warm-up epochs) x steps per epoch on the search half of the subset."""
+    def alpha_steps(exp):
+        cfg = compose([f"experiment=nasb/{exp}"])
+        search = next(s for s in cfg.method.stages if s.phase == "search")
+        per_epoch = int(cfg.data.train_subset * (1 - cfg.method.search.arch_split)) // cfg.trainer.batch_size
+        return (search.trainer.epochs - cfg.method.search.warmup_epochs) * per_epoch
+    assert alpha_steps("cifar10_jpeg_nasb_reduced") == 60
+    assert alpha_steps("cifar10_jpeg_nasb_long_search") == 600
