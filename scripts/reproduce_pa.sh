@@ -6,7 +6,10 @@
 # images, one evaluation at the end. Arms (conf/experiment/binary/, paired by seed: same data order, same backbone
 # init): pa (M = N = 3), pa_m1n1 (PA's single base), abc_net (ABC-Net-style, M = N = 3), pa_lstsq (ablation:
 # least-squares coefficients); the binary grid's bnn and fp arms (paper sd_bnn, skipped when their rows exist).
-# Claims: results/reference/pa.yaml grid_*.
+# Phase 3 (added after the learned beta diverged in phases 1-2, docs/pa.md Results): the same PA arms with the
+# activation coefficients fixed, pa_fixed_beta, pa_m1n1_fixed_beta, pa_lstsq_fixed_beta (~360 + 270 + 395 s per seed
+# by the sizing below, ~50 min for seeds 0-2).
+# Claims: results/reference/pa.yaml grid_* (learned beta) and grid_fixed_beta_* (fixed beta).
 #
 # Sizing: 20-step timing probe (scripts/bench_binary.py --steps 20, median process CPU per step, 1 thread, batch 128,
 # under the CPU lock, torch 2.14): fp 0.71 s, bnn 0.75 s, pa 1.40 s, pa_m1n1 1.04 s, pa_lstsq 1.56 s, abc_net 1.72 s
@@ -24,8 +27,9 @@ cd "$(dirname "$0")/.."
 export RESULTS_DIR=${RESULTS_DIR:-results/runs}   # tracked rows
 source scripts/reproduce_lib.sh   # arm: one run per (experiment, seed), skipped when its judged-ready row exists
 # Phase 1, the decisive pairs (multi vs single base, PA vs ABC-Net at equal bases), for every seed first; then
-# phase 2: the coefficient ablation and the binary grid's bnn / fp arms (skipped when their rows exist).
-for arms in "pa pa_m1n1 abc_net" "pa_lstsq bnn fp"; do
+# phase 2: the coefficient ablation and the binary grid's bnn / fp arms (skipped when their rows exist); phase 3:
+# the fixed-beta arms.
+for arms in "pa pa_m1n1 abc_net" "pa_lstsq bnn fp" "pa_fixed_beta pa_m1n1_fixed_beta pa_lstsq_fixed_beta"; do
   for seed in "${SEEDS[@]}"; do
     for a in $arms; do arm binary/cifar10_jpeg_resnet20_"$a" "$seed"; done
   done

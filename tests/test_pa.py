@@ -296,3 +296,33 @@ def test_multibase_skeletons_are_abstract():
         WeightBases(2)
     with pytest.raises(TypeError, match="abstract"):
         MultiBaseMethod({"M": 1, "N": 1})
+
+
+@pytest.mark.parametrize("arm", ["pa", "pa_m1n1", "pa_lstsq"])
+def test_fixed_beta_arms_differ_from_their_learned_sibling_only_in_act_coeffs(compose, arm):
+    """The phase-3 arms are the same experiment with the activation coefficients fixed: same data, recipe, seeds,
+    bases; only the name and method.act_coeffs differ (the pairing the grid_fixed_beta_* claims rely on)."""
+    from omegaconf import OmegaConf
+
+    def flat(exp):
+        cfg = OmegaConf.to_container(compose([f"experiment=binary/cifar10_jpeg_resnet20_{exp}"]), resolve=True)
+        out, todo = {}, [("", cfg)]
+        while todo:
+            prefix, node = todo.pop()
+            for k, v in node.items():
+                if isinstance(v, dict):
+                    todo.append((f"{prefix}{k}.", v))
+                else:
+                    out[f"{prefix}{k}"] = v
+        return out
+    learned, fixed = flat(arm), flat(f"{arm}_fixed_beta")
+    assert {k for k in learned.keys() | fixed.keys() if learned.get(k) != fixed.get(k)} == {"name", "method.act_coeffs"}
+    assert (learned["method.act_coeffs"], fixed["method.act_coeffs"]) == ("learned", "fixed")
+
+
+def test_fixed_beta_keeps_the_activation_levels_at_the_piece_midpoints():
+    """act_coeffs: fixed -> beta is a buffer (no optimiser moves it); N = 3 on [-1, 1]: levels -0.75 ... 0.75."""
+    act = pa_act_bases(3, act_coeffs="fixed")
+    assert "coeffs" not in dict(act.named_parameters()) and torch.equal(act.coeffs, torch.full((3,), 0.25))
+    out = act(torch.tensor([-0.9, -0.3, 0.3, 0.9]))
+    assert torch.equal(out, torch.tensor([-0.75, -0.25, 0.25, 0.75]))
