@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import torch
 from omegaconf import OmegaConf
 
-# keys that do not change what is computed (where files go, how it is shown, whether to resume)
+# keys that do not change what is computed (where files go, how it is shown, whether to resume, whether the trained
+# model's CPU latency is measured after training)
 _IGNORED_TOP = ("paths", "logger", "hydra", "allow_untrained")
-_IGNORED_TRAINER = ("resume", "progress", "log_every", "device", "eval_batch_size", "num_threads")
+_IGNORED_TRAINER = ("resume", "progress", "log_every", "device", "eval_batch_size", "num_threads", "latency")
 #: override keys that leave a row judged: the seed, the experiment choice and the non-computational keys above
 JUDGED_OVERRIDES = ("seed", "experiment")
 JUDGED_FIDELITIES = ("paper", "reduced")

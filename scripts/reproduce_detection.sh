@@ -16,6 +16,7 @@
 # ~18-20 min each, ~40 min for the two. ~2 h per seed; the synthetic images are written on first use under .cache/.
 # Resumable: scripts/reproduce_lib.sh skips a run whose row exists; an interrupted run continues from its checkpoint.
 set -- "${@:-0}"
+LATENCY=false   # no timed forward passes: SSD300 at batch 64 takes minutes per pass on CPU (rows: map50 only)
 source "$(dirname "$0")/reproduce_lib.sh" "$@"
 
 for s in "${SEEDS[@]}"; do

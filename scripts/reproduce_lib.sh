@@ -14,15 +14,21 @@ PY=${PY:-.venv/bin/python}
 export DATA_ROOT=${DATA_ROOT:-../shared/data}
 LOCK=${LOCK:-/tmp/cpu-heavy.lock}
 
-arm_with() {   # arm_with <entry script> <group/name> <seed>: one run, skipped when its judged-ready row exists
+arm_with() {   # arm_with <entry script> <group/name> <seed> [override ...]: one run, skipped when its judged-ready row
+  # exists; the extra overrides must be non-computational (engine/provenance.py) or the row would not be judged
   local entry="$1" exp="$2" seed="$3"
+  shift 3
   if "$PY" scripts/row_exists.py "$exp" "$seed"; then echo "skip $exp seed=$seed (row exists)"; return 0; fi
-  echo "run  $entry $exp seed=$seed"
+  echo "run  $entry $exp seed=$seed $*"
   [ -n "${DRY:-}" ] && return 0
   flock "$LOCK" "$PY" "$entry" experiment="$exp" seed="$seed" logger=none trainer.progress=false \
-    paths.results_dir=results/runs
+    paths.results_dir=results/runs "$@"
 }
-arm() { arm_with train.py "$@"; }            # arm <group/name> <seed>: a training run
+# arm <group/name> <seed>: a training run; its row gets the deployed model's CPU latency (latency_ms, latency_device:
+# batch 1 and 64, measured after training while the run still holds the CPU lock; not part of the config hash).
+# LATENCY=false (set by a grid whose models are too slow to time at batch 64 on CPU) turns it off.
+LATENCY=${LATENCY:-true}
+arm() { arm_with train.py "$1" "$2" trainer.latency="$LATENCY"; }
 arm_eval() { arm_with evaluate.py "$@"; }    # an evaluate-only experiment file (its `checkpoint:` is a fixed path)
 arm_analysis() { arm_with scripts/analyze.py "$@"; }   # an analysis experiment file (xgradcam, unit_ablation)
 

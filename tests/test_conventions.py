@@ -8,7 +8,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from conftest import CONF
 from engine.config import validate
-from engine.provenance import config_hash
+from engine.provenance import config_hash, is_computational
 from engine.runner import run
 
 TINY = ["data=synthetic", "data.train_size=512", "data.test_size=300", "data.in_channels=1", "data.image_size=8",
@@ -63,4 +63,16 @@ def test_num_threads_is_set_at_run_start_and_not_hashed(tmp_path):
         torch.set_num_threads(before)
         GlobalHydra.instance().clear()
     assert config_hash(cfg) == config_hash(_compose(short))
+    GlobalHydra.instance().clear()
+
+
+def test_latency_measurement_is_not_hashed_and_keeps_a_row_judged():
+    """``trainer.latency`` measures the trained model after training: turning it on (as the reproduce grids do)
+    leaves the config hash, and so the verdicts of rows made without it, unchanged."""
+    plain = _compose(["experiment=binary/cifar10_jpeg_resnet20_pa"])
+    measured = _compose(["experiment=binary/cifar10_jpeg_resnet20_pa", "trainer.latency=true"])
+    assert measured.trainer.latency is True
+    assert config_hash(measured) == config_hash(plain)
+    assert not is_computational("trainer.latency")
+    assert is_computational("trainer.epochs")
     GlobalHydra.instance().clear()
