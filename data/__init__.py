@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from engine.registry import Registry
+from core.registry import Registry
 
 DATASETS = Registry("dataset")
 register_dataset = DATASETS.register

@@ -21,7 +21,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types whose message is meant for the user: bad config, files, data, results, a diverged run."""
     from engine.checkpoint import CheckpointError
     from engine.config import ConfigError
-    from engine.registry import RegistryError
+    from core.registry import RegistryError
     from engine.results import ResultsError
     from engine.trainer import NonFiniteLossError
 

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from data import build_data
 from engine import checkpoint
-from engine.complexity import format_table, measure
+from core.complexity import format_table, measure
 from engine.config import ConfigError, validate
 from engine.evaluation import evaluate, primary_metric
 from engine.results import append_row

@@ -21,10 +21,10 @@ from omegaconf import OmegaConf
 
 from data import build_data
 from engine import checkpoint, distributed, provenance
-from engine.complexity import format_table, measure
+from core.complexity import format_table, measure
 from engine.config import ConfigError, checked_trainer, validate
 from engine.evaluation import evaluate, primary_metric
-from engine.latency import measure_latency
+from core.latency import measure_latency
 from engine.loggers import build_logger, run_tags
 from engine.results import append_row, staged_row
 from engine.seeding import seed_everything

@@ -6,7 +6,7 @@ needs ``@register_method("name")`` on its class. ``list_methods()`` lists them.
 import importlib
 import pkgutil
 
-from engine.registry import Registry
+from core.registry import Registry
 
 METHODS = Registry("method")
 register_method = METHODS.register

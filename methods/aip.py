@@ -50,7 +50,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.complexity import measure
+from core.complexity import measure
 from engine.distill import kd_loss
 from methods import Method, Stage, register_method
 from methods.common.channel_pruning import (apply_channel_config, channel_groups, filter_l1, kept_width,

@@ -17,7 +17,7 @@ model's kept channels) and loads the saved weights. Anything random a method doe
 ``self.generator`` (saved in ``state_dict``) so a resumed run repeats an uninterrupted one.
 
 Complexity is never typed in: layers declare ``weight_bits`` / ``act_bits`` attributes (default 32)
-and an optional ``weight_mask`` buffer, and engine/complexity.py counts from them.
+and an optional ``weight_mask`` buffer, and core/complexity.py counts from them.
 """
 from __future__ import annotations
 

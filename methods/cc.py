@@ -47,7 +47,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.complexity import measure
+from core.complexity import measure
 from methods import Method, RunContext, Stage, register_method
 from methods.common.decomposition import LowRankConv2d, conv_io_sizes, set_submodule
 

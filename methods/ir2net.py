@@ -192,6 +192,6 @@ class IR2Net(BinaryMethod):
         out["fusion"] = type(fusion).__name__ if fusion is not None else "none"
         last = getattr(model, "last_features", None)
         if fusion is not None and last is not None:   # MACs of the FP fusion module alone (fusion_macs of ir2net.yaml)
-            from engine.complexity import measure
+            from core.complexity import measure
             out["fusion_macs"] = measure(fusion, (model.fusion_channels(), *last.shape[-2:])).macs
         return out

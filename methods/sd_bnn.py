@@ -22,7 +22,7 @@ object continues); both with Adam lr 1e-3, linear decay, teacher ResNet-34 throu
 Stage params: ``binarize_weights`` (bool), ``wsd`` (bool).
 
 Complexity: the SE branch's two FCs are FP ``nn.Linear`` layers and are counted as FP MACs by
-engine/complexity.py (the paper's own convention is unknown, sd_bnn.md).
+core/complexity.py (the paper's own convention is unknown, sd_bnn.md).
 """
 from __future__ import annotations
 

@@ -313,7 +313,7 @@ def take_test_shard(loader, shard: int, shards: int) -> int:
 
 def output_positions(model: nn.Module, input_shape) -> dict:
     """Output positions per image of every conv/linear layer (the engine's complexity pass; 1 for a linear)."""
-    from engine.complexity import measure
+    from core.complexity import measure
     out = {}
     for layer in measure(model, input_shape).layers:
         dims = [int(d) for d in layer.out_shape.split("x")]

@@ -29,7 +29,7 @@ compression ratio (``ratio_on``: whole model or decomposed layers) reaches the t
 
 Counting (note, "Counting"): ``compression_ratio`` = all parameters of the dense model / all parameters of
 the TT model (stem conv, shortcuts, BN and FC stay dense and count on both sides); also reported on the
-decomposed layers only. MACs from the ranks (``TTSpec.macs``), FLOPs = 2 MACs as in engine/complexity.py.
+decomposed layers only. MACs from the ranks (``TTSpec.macs``), FLOPs = 2 MACs as in core/complexity.py.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ import math
 import torch
 import torch.nn as nn
 
-from engine.complexity import measure
+from core.complexity import measure
 from methods import Method, RunContext, Stage, register_method
 from methods.common.decomposition import (TTConv2d, TTSpec, auto_spec, block_convs, conv_io_sizes, set_submodule,
                                           tt_project)

@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 
 from methods import Method, register_method
-from engine.complexity import measure
+from core.complexity import measure
 from methods.common.channel_pruning import (apply_channel_config, channel_groups, filter_l1, kept_width,
                                             prune_channels, reinitialize, top_k)
 from methods.common.pruning_report import compression_report

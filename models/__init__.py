@@ -3,7 +3,7 @@
 Every backbone takes ``num_classes`` and ``in_channels`` (and may take ``image_size``) so that
 one factory serves MNIST, CIFAR and ImageNet shapes. Importing this package registers them all.
 """
-from engine.registry import Registry
+from core.registry import Registry
 
 MODELS = Registry("model")
 register_model = MODELS.register

@@ -25,7 +25,7 @@
   Bi-Real code computes it; ``pow2``: IR-Net's 2^round(log2 mean|w_std|) after Libra-PB standardisation), and two
   hook slots that methods fill: ``act_pre`` (a module applied to the input before sign, e.g. SD-BNN's ASD)
   and ``weight_pre`` (applied to the latent weight before sign, e.g. SD-BNN's WSD). Layers declare
-  ``weight_bits`` / ``act_bits`` (1, or 32 when that side is not binarized) so engine/complexity.py counts
+  ``weight_bits`` / ``act_bits`` (1, or 32 when that side is not binarized) so core/complexity.py counts
   BOPs, OPs and size from them.
 
 - :class:`BinarySpec`: which estimators/scaling a backbone's binary layers use and which roles stay full
@@ -176,7 +176,7 @@ class _BinaryMixin:
         if flags is not None:
             self._flags = (bool(flags[0]), bool(flags[1]))
 
-    # complexity declarations (engine/complexity.py reads these)
+    # complexity declarations (core/complexity.py reads these)
     @property
     def weight_bits(self) -> int:
         return 1 if self.binarize_weights else 32

@@ -9,7 +9,7 @@
    float +-1 path and the packed path, with the largest logit difference.
 
 Times are the median of ``--repeats`` calls after warm-up, the two paths timed interleaved in blocks
-(engine.latency.interleaved_times). Prints markdown tables.
+(core.latency.interleaved_times). Prints markdown tables.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from engine.latency import interleaved_medians  # noqa: E402
+from core.latency import interleaved_medians  # noqa: E402
 from methods.common.binary_export import export_binary, load_binary_export  # noqa: E402
 from methods.common.packed_binary import pack_weight, packed_conv2d  # noqa: E402
 from models import build_model  # noqa: E402

@@ -5,7 +5,7 @@
 
 Each distinct compact structure found in results/runs/<paper>.csv (DCFF/UCP/L1: ``extra.channel_config``;
 TT-ADMM/TT-SVD: ``extra.ranks``; CC: ``extra.plan``) is rebuilt with random weights (latency does not depend on
-the values) beside its dense backbone and timed with engine/latency.compare_latency: dense and compact
+the values) beside its dense backbone and timed with core/latency.compare_latency: dense and compact
 interleaved in blocks, ``--repeats`` runs per model at batch 1 and 64, a fixed thread count, median and min.
 ``efficiency`` = measured speedup / (dense MACs / compact MACs): 1 means the MACs saved are time saved; channel
 pruning should come near 1 at batch 64, factorised forms (TT cores, CC's 1x1 after k x k) are often slower than
@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine.complexity import measure  # noqa: E402
-from engine.latency import compare_latency  # noqa: E402
+from core.complexity import measure  # noqa: E402
+from core.latency import compare_latency  # noqa: E402
 from engine.results import read_rows  # noqa: E402
 from methods.common.decomposition import LowRankConv2d, TTConv2d, TTSpec, set_submodule  # noqa: E402
 from models import build_model  # noqa: E402

@@ -10,7 +10,7 @@ spanning tree; a derived tensor from its parent plus its d differing entries). S
 two times differ by the additions only. Inputs are random (the time does not depend on the values); the layer
 shapes come from one forward pass at ``--batch``. Beside them: the counted additions (``associative_plan``) and
 ``F.conv2d`` of the reconstructed float weight (oneDNN, for scale). Times: per layer the median of ``--repeats``
-calls after warm-up, the three timed interleaved in blocks (engine.latency.interleaved_times), summed over layers,
+calls after warm-up, the three timed interleaved in blocks (core.latency.interleaved_times), summed over layers,
 per batch. Prints a markdown table.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from engine.latency import interleaved_medians  # noqa: E402
+from core.latency import interleaved_medians  # noqa: E402
 from methods.sketch import (accumulation_steps, associative_plan, binary_convs_native, layer_bases,  # noqa: E402
                             output_positions, sketch_layer, sketch_targets)
 from models import build_model  # noqa: E402

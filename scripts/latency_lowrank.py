@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine.complexity import measure  # noqa: E402
+from core.complexity import measure  # noqa: E402
 from methods import RunContext, build_method  # noqa: E402
 from models import build_model  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402

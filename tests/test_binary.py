@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from engine.complexity import measure
+from core.complexity import measure
 from methods.common.binary import (BinaryConv2d, BinaryLinear, BinarySpec, binarize, binary_layers, ede_schedule,
                                    set_ede)
 from models import build_model
@@ -156,7 +156,7 @@ def test_spec_roles_keep_first_last_downsample_fp():
 
 @pytest.mark.golden
 def test_bireal_resnet18_imagenet_complexity_hand_computed():
-    """Bi-Real ResNet-18 at 224 px, counted by engine/complexity.py from the layers' declared bits."""
+    """Bi-Real ResNet-18 at 224 px, counted by core/complexity.py from the layers' declared bits."""
     model = build_model("bireal_resnet18", num_classes=1000, image_size=224)
     c = measure(model, (3, 224, 224))
     # binary 3x3 convs (16): stage1 4 x 64*64*9*56*56 = 4 x 115,605,504 = 462,422,016;

@@ -119,7 +119,7 @@ def test_ir2net_runs_and_export_cli_roundtrip(compose, tmp_path):
 
 @pytest.mark.parametrize("method_name", ["bnn", "xnor", "bireal", "irnet", "sd_bnn", "ir2net"])
 def test_export_packs_bits_and_reloads_exactly(method_name, tmp_path, compose):
-    from engine.complexity import measure
+    from core.complexity import measure
     cfg = compose([f"method={method_name}", "model=resnet20", "data=fashion_mnist"])
     torch.manual_seed(0)
     _, model = _build(cfg)

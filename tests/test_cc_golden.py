@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from engine.complexity import measure
+from core.complexity import measure
 from methods.cc import (LayerGeom, compress_layer, fit_exponential, layer_macs, removed_macs, score_units,
                         solve_lambda, unit_importance)
 from methods.common.decomposition import LowRankConv2d

@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from engine.complexity import format_table, measure
+from core.complexity import format_table, measure
 from models import build_model
 
 

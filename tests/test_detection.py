@@ -241,7 +241,7 @@ def test_ssd300_vgg16_matches_torchvision_and_is_counted():
     """(slow: torchvision builds VGG-16's classifier before dropping it, ~8 s per SSD300 on a busy CPU)"""
     from torchvision.models.detection import SSD300_VGG16_Weights
 
-    from engine.complexity import measure
+    from core.complexity import measure
     from models import build_model
     torch.manual_seed(0)
     coco = build_model("ssd300_vgg16", num_classes=91, image_size=300)

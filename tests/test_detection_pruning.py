@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from engine.complexity import measure
+from core.complexity import measure
 from methods.common.channel_pruning import channel_groups, dead_channel_model, prune_channels, scope_groups
 from models import build_model
 

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 from conftest import TinyConvNet as Tiny
 from conftest import method_steps as steps
 from conftest import tiny_ctx as ctx
-from engine.complexity import measure
+from core.complexity import measure
 from methods import build_method
 from methods.common.storage import sparse_entries, storage_report
 from methods.inq import in_set, inq_exponents, inq_levels, inq_quantize, partition_counts

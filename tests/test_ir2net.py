@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from engine.complexity import measure
+from core.complexity import measure
 from methods import RunContext, build_method
 from methods.base import Stage
 from methods.ir2net import CIRec, Fusion1x1, VARIANTS, attention_map, build_fusion, restrict, restriction_mask
@@ -54,7 +54,7 @@ def test_cirec_structure_and_output():
 
 @pytest.mark.golden
 def test_fusion_variant_macs_match_reference_arithmetic():
-    """ImageNet variants A-D at 7x7 (1024 -> 512), counted by engine/complexity.py, vs ir2net.yaml fusion_macs."""
+    """ImageNet variants A-D at 7x7 (1024 -> 512), counted by core/complexity.py, vs ir2net.yaml fusion_macs."""
     import yaml
     with open("results/reference/ir2net.yaml") as f:
         entries = {e["key"]: e for e in yaml.safe_load(f)["entries"]}

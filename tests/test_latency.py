@@ -1,9 +1,9 @@
-"""engine/latency.py: medians, thread count stated, restored afterwards."""
+"""core/latency.py: medians, thread count stated, restored afterwards."""
 import pytest
 import torch
 import torch.nn as nn
 
-from engine.latency import compare_latency, interleaved_medians, measure_latency
+from core.latency import compare_latency, interleaved_medians, measure_latency
 
 
 def test_latency_median_and_threads():
@@ -26,7 +26,7 @@ def test_compare_reports_speedup_of_a_smaller_model():
 
 
 def test_row_latency_has_the_result_row_keys():
-    from engine.latency import row_latency
+    from core.latency import row_latency
     res = row_latency(nn.Linear(4, 2), (4,), repeats=3, warmup=0, threads=1)
     assert res["latency_ms"] > 0 and "1 threads" in res["device"] and "batch 1" in res["device"]
 

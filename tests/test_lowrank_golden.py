@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from engine.complexity import measure
+from core.complexity import measure
 from methods.common.decomposition import (LowRankConv2d, TTConv2d, TTLinear, TTSpec, kernel_to_tensor, tt_project,
                                           tt_svd, tt_to_tensor)
 from methods.tt_admm import admm_init, admm_penalty, rho_at, u_step, z_step

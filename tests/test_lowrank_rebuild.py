@@ -4,7 +4,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from engine.complexity import measure
+from core.complexity import measure
 from methods import RunContext, Stage, build_method
 from models import build_model
 

@@ -7,7 +7,7 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 
-from engine.complexity import measure
+from core.complexity import measure
 from methods import RunContext, build_method
 from methods.common.decomposition import TTConv2d
 from models import build_model

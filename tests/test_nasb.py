@@ -9,7 +9,7 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from engine.complexity import measure
+from core.complexity import measure
 from engine.runner import build_backbone, run
 from methods import RunContext, build_method
 from methods.nasb import (arch_step, conv_edges, derive_cell, derive_genotype, edge_agreement, mixed_op,

@@ -22,8 +22,8 @@ def golden(stem):
 
 
 def macs(module: torch.nn.Module, shape) -> int:
-    """Conv/linear MACs by forward hooks (the engine's convention, engine/complexity.py)."""
-    from engine.complexity import measure
+    """Conv/linear MACs by forward hooks (the engine's convention, core/complexity.py)."""
+    from core.complexity import measure
     return int(measure(module, shape).summary()["macs"])
 
 

@@ -212,7 +212,7 @@ def _resnet(compose, method, *over, model="resnet20", size=32):
 
 
 def test_complexity_counts_m_times_n_binary_convs_per_layer(compose):
-    from engine.complexity import measure
+    from core.complexity import measure
     _, bnn = _resnet(compose, "bnn", "method.binary.fp_downsample=false")
     base = measure(bnn, (3, 32, 32))
     for method, m, n in (("pa", 3, 3), ("pa", 1, 1), ("pa", 4, 5), ("abc_net", 3, 3)):
@@ -235,7 +235,7 @@ def test_complexity_counts_m_times_n_binary_convs_per_layer(compose):
 def test_downsample_convs_are_binarised_multibase_layers(compose):
     """PA binarizes the 1x1 downsample convs (abstract): on the ResNet-18 family (1x1 conv shortcuts) they are
     multi-base layers, counted at M*N BOPs, while bnn keeps them FP."""
-    from engine.complexity import measure
+    from core.complexity import measure
     meth, model = _resnet(compose, "pa", model="resnet18", size=16)
     down = {n: l for n, l in model.named_modules() if isinstance(l, MultiBaseConv2d) and l.kernel_size == (1, 1)}
     assert len(down) == 3

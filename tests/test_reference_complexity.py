@@ -1,7 +1,7 @@
 """Exact complexity: every reference metric marked ``exact: true`` is recomputed from its architecture.
 
 The model is ``models.build_model(entry.model, num_classes=<dataset>, in_channels=, image_size=,
-**entry.architecture)``, measured by ``engine.complexity`` and counted under the paper's declared
+**entry.architecture)``, measured by ``core.complexity`` and counted under the paper's declared
 ``conventions`` (``engine.references.convention_counts``). It must match the printed value within the
 paper's rounding; a value off the rounding but within 1% passes with a warning that prints both numbers
 (the report's "Exact complexity" section lists these entries); anything further is a failure showing both,

@@ -1,6 +1,6 @@
 import pytest
 
-from engine.registry import Registry, RegistryError
+from core.registry import Registry, RegistryError
 
 
 def test_decorator_forms_and_listing():

@@ -131,7 +131,7 @@ def test_sd_bnn_rejects_misspelt_keys():
 
 def test_asd_fcs_counted_as_fp_macs_per_layer():
     """The SE branch of every binary conv is FP: its two FCs appear as layers of the count, in fp_macs."""
-    from engine.complexity import measure
+    from core.complexity import measure
     _, model, _ = _sd_bnn()
     c = measure(model, (3, 32, 32))
     se = [l for l in c.layers if ".act_pre.fc" in l.name]

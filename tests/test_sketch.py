@@ -97,7 +97,7 @@ def test_sketch_layer_writes_reconstruction_bits_and_scales():
     assert not conv.sketch_alpha.requires_grad and err.shape == (4,)
     torch.testing.assert_close(err, relative_errors(w0.reshape(4, -1), b, a))     # against the FP weights
     assert bool((err > 0.05).all())
-    from engine.complexity import measure
+    from core.complexity import measure
     c = measure(nn.Sequential(conv), (3, 5, 5))
     assert c.size_bits == 4 * 27 * 3 + 4 * 3 * 32          # m bits per weight + 32 per scale
 

@@ -100,7 +100,7 @@ def test_selection_and_allocation_controls():
     """selection random/l1 keep UCP's widths with other channels; allocation uniform matches UCP's FLOPs share."""
     from omegaconf import OmegaConf
     from methods import RunContext, build_method
-    from engine.complexity import measure
+    from core.complexity import measure
 
     torch.manual_seed(0)
     x = torch.randn(8, 3, 32, 32)

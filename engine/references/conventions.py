@@ -1,4 +1,4 @@
-"""Counting conventions: our raw counter (``engine/complexity.py``) plus a paper's declared convention (thop
+"""Counting conventions: our raw counter (``core/complexity.py``) plus a paper's declared convention (thop
 0.0.31 / thop 0.1.1 / ptflops / own) as forward hooks over BN, bias, activation and pooling layers; the paper's
 rounding when a recount is called exact."""
 from __future__ import annotations
@@ -93,12 +93,12 @@ def convention_params(model, params: str) -> int:
 
 
 def convention_counts(model, input_shape: tuple[int, ...], conv: Conventions) -> dict:
-    """Complexity of ``model`` the way the paper counts it, built on ``engine.complexity.measure``.
+    """Complexity of ``model`` the way the paper counts it, built on ``core.complexity.measure``.
 
     Returns ``params``, ``macs`` (conv/linear MACs + the counter's element ops), ``flops`` (``macs`` or
     ``2·macs`` per ``conventions.flops``; None for ``none``), ``raw_macs`` and the added ``terms``.
     """
-    from engine.complexity import measure
+    from core.complexity import measure
     raw = measure(model, tuple(input_shape))
     terms = convention_terms(model, tuple(input_shape), conv.counter, conv.bn_counted)
     macs = raw.macs + terms["total"]

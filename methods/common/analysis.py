@@ -175,7 +175,7 @@ def output_dir(cfg, tag: str | None) -> str:
 def analysis_row(cfg, model: nn.Module, input_shape: tuple, device: torch.device, wall: float, **fields) -> dict:
     """A results row (engine.runner.result_row provenance) for an analysed model: its complexity is
     measured, ``fields`` (method, variant, top1, extra, ...) override the defaults."""
-    from engine.complexity import measure
+    from core.complexity import measure
     from engine.runner import Launch, result_row
 
     metrics = {**measure(model, input_shape).summary(), "steps": 0, "epochs": 0, "wall_time_s": round(wall, 2)}

@@ -152,7 +152,7 @@ class BinaryMethod(Method):
         return packed_binary.pack_model(copy.deepcopy(model).cpu().eval()), "packed xnor-popcount"
 
     def metrics(self, model: nn.Module) -> dict:
-        from engine.complexity import OPS_CONVENTION
+        from core.complexity import OPS_CONVENTION
         layers = binary_layers(model)
         out = {"binary_layers": len(layers),
                "w_bits": max((m.weight_bits for m in layers), default=32),

@@ -8,7 +8,7 @@ Payload entries (in header order):
 - ``bits``: the binarized weight sign(w') of every layer with ``weight_bits == 1`` (latent weights, WSD shift and
   Libra standardisation already applied), +1 -> bit 1, -1 -> bit 0, ``numpy.packbits`` (each layer padded to a
   whole byte);
-- ``param``: every other parameter as float32 — exactly what engine/complexity.py counts in ``size_bits``;
+- ``param``: every other parameter as float32 — exactly what core/complexity.py counts in ``size_bits``;
 - ``scale``: per-channel scales of scaled binary layers (XNOR mean|w|, Bi-Real mean|w| (folded back into the
   weight on reload), IR-Net 2^k), float32;
 - ``buffer``: BatchNorm statistics and other buffers, raw.

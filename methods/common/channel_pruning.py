@@ -11,7 +11,7 @@ import copy
 import torch
 import torch.nn as nn
 
-from engine.complexity import measure
+from core.complexity import measure
 from models.channels import (Group, GroupSpec, IndexShortcut, ShortcutLink, _set_module, _shortcut_module,  # noqa: F401
                              apply_channel_config, canonical_shortcut_map, channel_groups, load_compact,
                              prune_channels, save_compact)

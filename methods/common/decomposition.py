@@ -3,7 +3,7 @@
 Decompositions come from tensorly (``tensorly.decomposition.tensor_train`` for TT-SVD,
 ``tensorly.tt_to_tensor`` for reconstruction); this module only reshapes kernels, picks ranks and
 turns cores into layers that *run* as a sequence of small ``nn.Conv2d`` modules, so the speedup is real
-and engine/complexity.py counts every small conv (params = core sizes, MACs = the contractions).
+and core/complexity.py counts every small conv (params = core sizes, MACs = the contractions).
 
 Kernel layout (TT-ADMM note, "Algorithm" step 2): a conv weight W (C_out, C_in, k, k) is viewed as
 (C_out, k*k, C_in) and refined into the TT shape ``[m_1..m_a, k*k, n_1..n_b]`` with prod(m) = C_out and

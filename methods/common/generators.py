@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from engine.registry import Registry
+from core.registry import Registry
 
 GENERATORS = Registry("generator")
 register_generator = GENERATORS.register

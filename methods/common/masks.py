@@ -4,7 +4,7 @@ A *masked layer* is an ``nn.Conv1d/2d/3d`` or ``nn.Linear`` whose class is swapp
 that computes with ``weight * weight_mask`` (and ``bias * bias_mask``). Parameter names do not change
 (``fc1.weight`` stays ``fc1.weight``), so dense checkpoints load into a masked model and the optimizer keeps
 its parameter references. The masks are persistent buffers: they travel with every checkpoint, and
-``engine/complexity.py`` reads ``weight_mask`` to count sparsity.
+``core/complexity.py`` reads ``weight_mask`` to count sparsity.
 
 Two gradient rules for the masked product (``module.mask_grad``):
 

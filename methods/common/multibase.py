@@ -15,7 +15,7 @@ form ``conv(A^, W^)`` (one convolution; the two are equal up to float rounding, 
 dyadic). The methods differ in how (u, alpha) follow from W, how (v, beta) are initialised and trained, and in the
 backward surrogate of the staircase (:class:`StairFunction`, ``GRADS``).
 
-Complexity (engine/complexity.py): a multi-base layer declares ``weight_bits = M`` and ``act_bits = N``, so its
+Complexity (core/complexity.py): a multi-base layer declares ``weight_bits = M`` and ``act_bits = N``, so its
 BOPs are MACs * M * N (the multi-base convention: M*N binary convolutions per layer) and its size M bits per weight;
 the N activation coefficients and thresholds are parameters/buffers counted at 32 bits. The per-channel alpha are
 recomputed from W and not stored (a deployed model would add 32 * M * O bits per layer: ``scale_bits`` in
@@ -270,7 +270,7 @@ def replace_binary_layers(model: nn.Module, make_weight_bases, make_act_bases) -
 def multibase_report(model: nn.Module, input_shape) -> dict:
     """Numbers for the row's ``extra``: bases, binary convolutions per image, FP scaled adds of the bitwise form,
     scale bits a deployment stores, weight approximation error and the activation coefficients' spread."""
-    from engine.complexity import measure
+    from core.complexity import measure
     layers = multibase_layers(model)
     if not layers:
         return {}

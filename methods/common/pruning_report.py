@@ -1,14 +1,14 @@
 """What a channel-pruning run reports beside its row: dense vs compact params/FLOPs and measured CPU latency."""
 from __future__ import annotations
 
-from engine.complexity import measure
-from engine.latency import DEFAULT_BLOCKS, DEFAULT_REPEATS, DEFAULT_WARMUP, compare_latency
+from core.complexity import measure
+from core.latency import DEFAULT_BLOCKS, DEFAULT_REPEATS, DEFAULT_WARMUP, compare_latency
 
 
 def compression_report(dense, compact, input_shape, latency_cfg=None) -> dict:
     """Reductions by the suite's counter and, unless ``latency_cfg.enabled`` is false, dense vs compact CPU
     latency measured interleaved in blocks (median and min; batch sizes, repeats, blocks and the fixed thread
-    count from ``latency_cfg``, engine/latency.py defaults otherwise) with the measured speedups."""
+    count from ``latency_cfg``, core/latency.py defaults otherwise) with the measured speedups."""
     d, c = measure(dense, input_shape), measure(compact, input_shape)
     out = {"dense_params": d.params, "dense_flops": d.flops, "compact_params": c.params, "compact_flops": c.flops,
            "params_reduction_pct": 100.0 * (1 - c.params / d.params),
