@@ -19,16 +19,15 @@ from engine.errors import exits_on_bad_input
 
 def run_analysis(cfg: DictConfig) -> float:
     """Methods of family ``analysis`` analyse a model (pretrained, or ``checkpoint=``) instead of evaluating it."""
-    import importlib
-
     from omegaconf import open_dict
+
+    from engine.analysis import print_metrics, run_analysis
 
     with open_dict(cfg):
         if cfg.get("checkpoint"):
             cfg.method.checkpoint = cfg.checkpoint
-    metrics = importlib.import_module(f"methods.{cfg.method.name}").analyze(cfg)
-    for key, value in metrics.items():
-        print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}", flush=True)
+    metrics = run_analysis(cfg)
+    print_metrics(metrics)
     return float(metrics.get("top1", 0.0))
 
 

@@ -1,20 +1,14 @@
-"""Knowledge distillation (Hinton et al. 2015) from a teacher named in ``trainer.distill``.
+"""Knowledge distillation (Hinton et al. 2015) from a teacher named in ``trainer.distill``: the frozen teacher.
 
-loss = (1 - alpha) * CE(student, y) + alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)).
+loss = (1 - alpha) * CE(student, y) + alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)), the KL term
+being ``methods.common.distill.kd_loss`` (engine/tasks.py mixes the two).
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from engine import checkpoint
 from models import build_model
-
-
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    t = temperature
-    return F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
-                    reduction="batchmean", log_target=True) * t * t
 
 
 def build_teacher(cfg, *, num_classes: int, in_channels: int, image_size: int, device) -> torch.nn.Module | None:

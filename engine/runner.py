@@ -143,7 +143,8 @@ def apply_init_checkpoint_normalization(cfg, blob) -> None:
 
 
 def stage_trainer_cfg(cfg, stage):
-    return checked_trainer(OmegaConf.merge(cfg.trainer, stage.trainer or {}), f"stage {stage.name} trainer")
+    return checked_trainer(OmegaConf.merge(cfg.trainer, stage.trainer or {}),
+                           stage.trainer_key or f"stage {stage.name} trainer")
 
 
 def run(cfg) -> dict:
@@ -203,6 +204,8 @@ def run(cfg) -> dict:
     if getattr(data.train, "task", "classification") == "detection" and not method.supports_detection:
         raise ValueError(f"method={cfg.method.name} works on classifier logits and cannot train a detector "
                          f"(data.task=detection); methods that can: {', '.join(detection_methods())}")
+    stages = method.stages()
+    stage_trainers = [stage_trainer_cfg(cfg, stage) for stage in stages]   # any stage's bad key fails here, at start
     method.generator.manual_seed(int(cfg.seed))   # a method's random draws follow the run seed
     model = method.transform(model, ctx).to(device)
     input_shape = (data.in_channels, data.image_size, data.image_size)
@@ -211,8 +214,7 @@ def run(cfg) -> dict:
     t0 = time.time()
     total_steps, total_epochs, metrics = 0, 0, {}
     try:
-        for index, stage in enumerate(method.stages()):
-            tcfg = stage_trainer_cfg(cfg, stage)
+        for index, (stage, tcfg) in enumerate(zip(stages, stage_trainers)):
             stage_dir = os.path.join(out_dir, f"stage{index}-{stage.name}")
             model = method.on_stage_start(stage, model, ctx).to(device)
             if dist.is_main:   # the per-layer table of what this stage trains, when it differs from the last one

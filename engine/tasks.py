@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from engine.distill import build_teacher, kd_loss
+from engine.distill import build_teacher
+from methods.common.distill import kd_loss
 
 HEADER = f"{'epoch':>11} {'step':>8} {'lr':>10} {'train_loss':>10} {'top1':>7} {'top5':>7} {'val_loss':>8} {'time':>8}"
 HEADER_DETECTION = HEADER.replace("   top1", "  map50")

@@ -306,7 +306,7 @@ class ACP(Method):
         """A short SGD fine-tune on ``fit_loader`` (the same batches for every candidate), top-1 on ``score_loader``.
 
         A detector (``score_loader.task == "detection"``): the fine-tune minimises the sum of its loss dict and the
-        score is mAP@0.5 (``map50``, engine/detection.py) on ``score_loader``."""
+        score is mAP@0.5 (``map50`` of ``ctx.evaluate``: engine/detection.py) on ``score_loader``."""
         detection = getattr(score_loader, "task", "classification") == "detection"
         fcfg = self.cfg.get("fitness") or {}
         steps = int(fcfg.get("steps", 0)) or int(fcfg.get("epochs", 3)) * len(fit_loader)
@@ -330,8 +330,7 @@ class ACP(Method):
                     break
             epoch += 1
         if detection:
-            from engine.evaluation import evaluate
-            score = float(evaluate(model, score_loader, ctx.device)["map50"])
+            score = float(ctx.evaluate(model, score_loader)["map50"])
             model.train()
             return score
         model.eval()

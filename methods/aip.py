@@ -22,7 +22,7 @@ the defaults). The steps, by name:
    ``common.py``): Q(A) = vec(mean_c A_c^2) / ||vec(mean_c A_c^2)||_2 at the outputs of ``attention_layers``;
    L_AT = sum_layers mean((Q_s - Q_t)^2) (mean over batch and positions).
 5. **Output-feature transfer** (*inferred*: ICP's KD): L_KD = T^2 KL(softmax(z_t / T) || softmax(z_s / T))
-   (batch mean; ``engine.distill.kd_loss``), mixed with the task loss by ``kd.alpha``.
+   (batch mean; ``methods.common.distill.kd_loss``), mixed with the task loss by ``kd.alpha``.
 6. **Discriminator** (``Discriminator``, ``discriminator_loss``, ``adversarial_loss``; widths and optimiser
    *inferred*): an MLP ``in -> hidden -> 1`` (LeakyReLU 0.2) on the outputs (``disc.input``: logits, or
    softmax(z / T) probabilities). Per training step, first ``disc.steps`` updates of D (Adam) on
@@ -51,10 +51,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.complexity import measure
-from engine.distill import kd_loss
 from methods import Method, Stage, register_method
 from methods.common.channel_pruning import (apply_channel_config, channel_groups, filter_l1, kept_width,
                                             prune_channels, scope_groups, top_k, uniform_rate_for_flops)
+from methods.common.distill import kd_loss
 from methods.common.pruning_report import compression_report
 from methods.common.ranks import average_grads
 
@@ -162,12 +162,6 @@ class AIP(Method):
         if cfg.get("stages"):
             raise ValueError("method.stages is not used by aip: set method.prune_steps, method.recover and "
                              "method.finetune (the stages are built from them)")
-        from engine.config import checked_trainer   # a misspelt stage key fails here, not after the first stage
-        from omegaconf import OmegaConf
-        for key in ("recover", "finetune"):
-            if cfg.get(key) is not None:
-                checked_trainer(OmegaConf.create({k: v for k, v in dict(cfg[key]).items() if v is not None}),
-                                f"method.{key}")
         self.transfer = bool(cfg.get("transfer", True))
         self.use_disc = bool(cfg.get("discriminator", True))
         kd = cfg.get("kd") or {}
@@ -194,10 +188,11 @@ class AIP(Method):
     def stages(self) -> list[Stage]:
         def trainer(key):
             return {k: v for k, v in dict(self.cfg.get(key) or {}).items() if v is not None}
-        out = [Stage(name=f"prune{k}", trainer=trainer("recover"), params={"prune_step": k})
-               for k in range(1, self.steps_k + 1)]
+        out = [Stage(name=f"prune{k}", trainer=trainer("recover"), params={"prune_step": k},
+                     trainer_key="method.recover") for k in range(1, self.steps_k + 1)]
         if self.cfg.get("finetune") is not None:
-            out.append(Stage(name="finetune", trainer=trainer("finetune"), params={"prune_step": None}))
+            out.append(Stage(name="finetune", trainer=trainer("finetune"), params={"prune_step": None},
+                             trainer_key="method.finetune"))
         return out
 
     # ---- structure ---------------------------------------------------------------------------------

@@ -31,11 +31,15 @@ import torch.nn.functional as F
 
 @dataclass
 class Stage:
-    """One training stage: a name, trainer overrides (epochs, lr, ...) and method-specific params."""
+    """One training stage: a name, trainer overrides (epochs, lr, ...) and method-specific params.
+
+    The engine checks every stage's trainer overrides before the first stage runs; a bad key is named as
+    ``<trainer_key>.<key>`` (``method.recover.epoch``), or ``stage <name> trainer.<key>`` without a ``trainer_key``."""
 
     name: str
     trainer: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
+    trainer_key: str | None = None   # the config key the trainer overrides come from
 
 
 @dataclass
@@ -48,7 +52,9 @@ class RunContext:
     device: torch.device
     train_loader: Any = None
     test_loader: Any = None
-    evaluate: Callable[..., dict] | None = None   # evaluate(model, loader, limit_batches=None) -> {"top1",...}
+    #: the engine's evaluation on the run's device: evaluate(model, loader, limit_batches=None) -> {"top1", ...}
+    #: ({"map50", ...} on a detection loader)
+    evaluate: Callable[..., dict] | None = None
     log: Callable[[dict], None] = lambda metrics: None
     seed: int = 0
 

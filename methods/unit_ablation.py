@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import os
-import time
 
 import numpy as np
 import torch
@@ -400,46 +399,37 @@ def write_report(path: str, title: str, results: dict[str, dict], shift: dict | 
         f.write("\n".join(lines))
 
 
-# ---- entry point -------------------------------------------------------------------------------
+# ---- the analysis: config check, computation, report ----------------------------------------------
 KNOWN_KEYS = {"name", "family", "layer", "num_images", "batch_size", "bootstrap", "compare", "checkpoint",
               "output_dir", "seed", "incoming_layer", "outgoing_layer", "stages"}
 
 
-def analyze(cfg, model: nn.Module | None = None, compressed: nn.Module | None = None,
-            compressed_tag: str | None = None) -> dict:
-    """Unit ablation of ``cfg``'s model (and a compressed copy): rows, CSVs, plots and a markdown report."""
-    from engine.results import append_row
-    from methods.common.analysis import analysis_inputs, analysis_row, compressed_model, output_dir
-
-    unknown = set(cfg.method.keys()) - KNOWN_KEYS
+def check_config(m) -> None:
+    unknown = set(m.keys()) - KNOWN_KEYS
     if unknown:
         raise ValueError(f"method (unit_ablation): unknown keys {sorted(unknown)}; allowed: {sorted(KNOWN_KEYS)}")
-    t0 = time.time()
-    cfg, model, x, y, bundle = analysis_inputs(cfg, model)
+
+
+def analyze(cfg, variants: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict:
+    """``unit_analysis`` of every model variant (``fp`` first) at ``method.layer`` (default: ``fp``'s last feature
+    map): ``{variant: unit_analysis(...)}``."""
     m = cfg.method
-    layer = str(m.layer) if m.get("layer") else default_layer(model, x[:1])
-    tag = compressed_tag
-    if compressed is None:
-        compressed, tag = compressed_model(cfg, model, bundle, x.device)
-    variants = {"fp": model}
-    if compressed is not None:
-        tag = tag or "compressed"
-        variants[tag] = compressed.to(x.device).eval()
+    layer = str(m.layer) if m.get("layer") else default_layer(variants["fp"], x[:1])
     kw = dict(batch_size=int(m.batch_size), bootstrap=int(m.bootstrap),
               seed=int(m.get("seed", 0) or 0), incoming=m.get("incoming_layer"), outgoing=m.get("outgoing_layer"))
-    results = {v: unit_analysis(net, x, y, layer, bundle.num_classes, **kw) for v, net in variants.items()}
-    wall = time.time() - t0
+    return {v: unit_analysis(net, x, y, layer, num_classes, **kw) for v, net in variants.items()}
 
-    out_dir = output_dir(cfg, tag)
-    results_csv = os.path.join(str(cfg.paths.results_dir), f"{cfg.get('paper') or 'unit_ablation'}.csv")
+
+def report(cfg, variants: dict[str, nn.Module], results: dict, x: torch.Tensor, out_dir: str, write_row) -> dict:
+    """One row per model variant (``write_row``), its CSVs and plot, the importance shift between the two
+    variants and the markdown report in ``out_dir``. Returns summary metrics of the ``fp`` model (``top1`` first)."""
+    layer = results["fp"]["layer"]
     images = []
     for variant, res in results.items():
-        net = variants[variant]
         s = summary_metrics(res)
-        append_row(results_csv, analysis_row(
-            cfg, net, tuple(x.shape[1:]), x.device, wall, method="unit_ablation",
-            variant=layer + ("" if variant == "fp" else f"|{variant}"), top1=round(res["base_top1"], 4),
-            extra={"analysis": "unit_ablation", "layer": layer, "model_variant": variant, **s}))
+        write_row(variants[variant], method="unit_ablation",
+                  variant=layer + ("" if variant == "fp" else f"|{variant}"), top1=round(res["base_top1"], 4),
+                  extra={"analysis": "unit_ablation", "layer": layer, "model_variant": variant, **s})
         write_csvs(out_dir, variant, res)
         p = os.path.join(out_dir, f"unit_ablation_{variant}.png")
         plot_unit_analysis(p, res, f"{cfg.model.name} {layer} ({variant}, {res['n']} images)")
@@ -453,10 +443,11 @@ def analyze(cfg, model: nn.Module | None = None, compressed: nn.Module | None = 
         images.append(p)
     context = (f"Model `{cfg.model.name}`, layer `{layer}` ({results['fp']['units']} units), {x.shape[0]} test "
                f"images of `{cfg.data.name}` (spread evenly over the split); incoming weights "
-               f"`{results['fp']['incoming_layer']}`, outgoing `{results['fp']['outgoing_layer']}`." + (f" Compressed copy: `{tag}`." if shift else ""))
+               f"`{results['fp']['incoming_layer']}`, outgoing `{results['fp']['outgoing_layer']}`."
+               + (f" Compressed copy: `{list(results)[1]}`." if shift else ""))
     write_report(os.path.join(out_dir, "unit_ablation.md"), f"Unit ablation: {os.path.basename(out_dir)}", results,
                  shift, images, context)
-    metrics = {"top1": results["fp"]["base_top1"], "output_dir": out_dir, "results_csv": results_csv,
+    metrics = {"top1": results["fp"]["base_top1"],
                **{k: v for k, v in summary_metrics(results["fp"]).items() if isinstance(v, float)}}
     if shift:
         metrics.update({f"shift/{k}": v for k, v in shift.items()})
@@ -465,14 +456,12 @@ def analyze(cfg, model: nn.Module | None = None, compressed: nn.Module | None = 
 
 @register_method("unit_ablation")
 class UnitAblation(Method):
-    """``method=unit_ablation``: analysis only (trains nothing); ``analyze(cfg)`` is the entry point."""
+    """``method=unit_ablation``: analysis only (trains nothing); run by ``python scripts/analyze.py
+    method=unit_ablation ...``."""
 
     family = "analysis"
 
-    def analyze(self, cfg, model: nn.Module | None = None, **kw) -> dict:
-        return analyze(cfg, model, **kw)
-
     def stages(self):
         raise ValueError("method=unit_ablation is an analysis method (family 'analysis') and trains nothing: run "
-                         "python scripts/analyze.py method=unit_ablation ... (or its analyze(cfg)), not train.py")
-
+                         "python scripts/analyze.py method=unit_ablation ... (or python evaluate.py "
+                         "method=unit_ablation ...), not train.py")

@@ -1,7 +1,8 @@
 """XGrad-CAM (Fu et al., "Axiom-based Grad-CAM", BMVC 2020, arXiv 2008.02312) with its baselines
 Grad-CAM and Grad-CAM++, on any registered backbone and target layer, by hooks. Family ``analysis``:
-it trains nothing; ``analyze(cfg)`` scores a (pretrained or checkpointed) model, and optionally a
-compressed copy of it beside the original.
+it trains nothing; ``analyze`` scores a (pretrained or checkpointed) model, and optionally a
+compressed copy of it beside the original, and ``report`` writes the rows, tables, grids and markdown
+(``python scripts/analyze.py method=xgradcam ...`` runs both; docs/analysis.md).
 
 Paper note: /work/shared/papers/xgradcam.md. Notation: A_k(i, j) is channel k of the target layer's
 output, S_c the pre-softmax logit of class c (argmax by default, as in the official code).
@@ -40,7 +41,6 @@ from __future__ import annotations
 
 import csv
 import os
-import time
 
 import numpy as np
 import torch
@@ -314,8 +314,8 @@ def write_report(path: str, title: str, tables: dict[str, dict], top1: dict[str,
         f.write("\n".join(lines))
 
 
-# ---- entry point -------------------------------------------------------------------------------
-def _check_cfg(m) -> None:
+# ---- the analysis: config check, computation, report --------------------------------------------
+def check_config(m) -> None:
     known = {"name", "family", "methods", "layers", "target", "eps", "num_images", "batch_size", "sensitivity_images",
              "faithfulness_images", "steps", "grid_images", "compare", "checkpoint", "output_dir", "seed", "chunk",
              "stages"}
@@ -329,78 +329,57 @@ def _check_cfg(m) -> None:
         raise ValueError(f"method.target must be one of {TARGETS}, got {m.target!r}")
 
 
-def analyze(cfg, model: nn.Module | None = None, compressed: nn.Module | None = None,
-            compressed_tag: str | None = None) -> dict:
-    """Score CAM methods on ``cfg``'s model (and a compressed copy), write rows, CSV, PNG grids, markdown.
-
-    ``model``/``compressed`` may be passed by the caller (e.g. evaluate.py with a checkpoint); otherwise
-    the model is built from ``cfg.model`` and the compressed copy from ``method.compare``.
-    Returns summary metrics (``top1`` and ``<method>/<layer>/<metric>`` means) of the main model.
-    """
-    from engine.results import append_row
-    from methods.common.analysis import analysis_inputs, analysis_row, compressed_model, output_dir
-
-    _check_cfg(cfg.method)
-    t0 = time.time()
-    cfg, model, x, y, bundle = analysis_inputs(cfg, model)
+def analyze(cfg, variants: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict:
+    """``cam_scores`` of every model variant (``fp`` first) at ``method.layers`` (default: ``fp``'s last feature
+    map): ``{"layers": [...], "scores": {variant: cam_scores(...)}}``."""
     m = cfg.method
-    device = x.device
-    layers = list(m.layers) if m.get("layers") else [default_layer(model, x[:1])]
-    tag = compressed_tag
-    if compressed is None:
-        compressed, tag = compressed_model(cfg, model, bundle, device)
-    if compressed is not None:
-        compressed = compressed.to(device).eval()
-        tag = tag or "compressed"
+    layers = list(m.layers) if m.get("layers") else [default_layer(variants["fp"], x[:1])]
     kw = dict(layers=layers, methods=list(m.methods), target=str(m.target), eps=float(m.eps),
               batch_size=int(m.batch_size), sensitivity_images=int(m.sensitivity_images),
               faithfulness_images=int(m.faithfulness_images), steps=int(m.steps),
               keep_maps=max(int(m.grid_images), int(m.faithfulness_images)), seed=int(m.get("seed", 0) or 0),
               chunk=int(m.get("chunk", 512) or 512))
-    variants = {"fp": (model, cam_scores(model, x, y, **kw))}
-    if compressed is not None:
-        variants[tag] = (compressed, cam_scores(compressed, x, y, **kw))
-    wall = time.time() - t0
+    return {"layers": layers, "scores": {variant: cam_scores(net, x, y, **kw) for variant, net in variants.items()}}
 
-    out_dir = output_dir(cfg, tag)
-    results_csv = os.path.join(str(cfg.paths.results_dir), f"{cfg.get('paper') or 'xgradcam'}.csv")
+
+def report(cfg, variants: dict[str, nn.Module], results: dict, x: torch.Tensor, out_dir: str, write_row) -> dict:
+    """One row per model variant x method x layer (``write_row``), ``cam_scores.csv``, PNG grids and markdown in
+    ``out_dir``. Returns summary metrics (``top1`` and ``<method>/<layer>/<metric>`` means) of the ``fp`` model."""
+    m = cfg.method
+    layers, scores = results["layers"], results["scores"]
     tables = {}
-    input_shape = tuple(x.shape[1:])
-    for variant, (net, res) in variants.items():
+    for variant, res in scores.items():
         table = summarize(res["per_image"])
         tables[variant] = table
         for (method, layer), row in sorted(table.items()):
-            append_row(results_csv, analysis_row(
-                cfg, net, input_shape, device, wall, method=method,
-                variant=f"{layer}" + ("" if variant == "fp" else f"|{variant}"), top1=round(res["top1"], 4),
-                extra={"analysis": "xgradcam", "layer": layer, "model_variant": variant, "n_images": res["n"],
-                          "target": str(m.target), "eps": float(m.eps), "steps": int(m.steps),
-                       "faithfulness_metric_source": "RISE (library-style, not the paper's)", **row}))
+            write_row(variants[variant], method=method,
+                      variant=f"{layer}" + ("" if variant == "fp" else f"|{variant}"), top1=round(res["top1"], 4),
+                      extra={"analysis": "xgradcam", "layer": layer, "model_variant": variant, "n_images": res["n"],
+                             "target": str(m.target), "eps": float(m.eps), "steps": int(m.steps),
+                             "faithfulness_metric_source": "RISE (library-style, not the paper's)", **row})
     write_scores_csv(os.path.join(out_dir, "cam_scores.csv"), tables)
 
-    agreement = {}
+    compressed = [v for v in scores if v != "fp"]
+    agreement = map_agreement(scores["fp"]["maps"], scores[compressed[0]]["maps"]) if compressed else {}
     grids = []
-    fp_maps = variants["fp"][1]["maps"]
-    if compressed is not None:
-        agreement = map_agreement(fp_maps, variants[tag][1]["maps"])
     for layer in layers:
         cols = []
         for meth in m.methods:
-            for variant, (_, res) in variants.items():
+            for variant, res in scores.items():
                 cols.append((f"{meth} {variant}", res["maps"][(meth, layer)]))
         path = os.path.join(out_dir, f"cam_grid_{layer.replace('.', '_')}.png")
         render_grid(path, x.cpu(), cols, n=int(m.grid_images), title=f"{cfg.model.name} {layer}")
         grids.append(path)
-    top1 = {v: r["top1"] for v, (_, r) in variants.items()}
+    top1 = {v: r["top1"] for v, r in scores.items()}
     given = dict(m.compare) if m.get("compare") else "given"
     summary = (f"Model `{cfg.model.name}` on {x.shape[0]} test images of `{cfg.data.name}` (spread evenly over the "
                f"split); layers {layers}; target class: {m.target}; sensitivity on "
                f"{min(int(m.sensitivity_images), x.shape[0])} images, deletion/insertion on "
                f"{min(int(m.faithfulness_images), x.shape[0])} images with {int(m.steps)} steps."
-               + (f" Compressed copy: `{tag}` ({given})." if compressed is not None else ""))
+               + (f" Compressed copy: `{compressed[0]}` ({given})." if compressed else ""))
     write_report(os.path.join(out_dir, "xgradcam.md"), f"XGrad-CAM analysis: {os.path.basename(out_dir)}", tables,
                  top1, agreement, layers, grids, x.shape[0], summary)
-    metrics = {"top1": top1["fp"], "output_dir": out_dir, "results_csv": results_csv}
+    metrics = {"top1": top1["fp"]}
     for (method, layer), row in tables["fp"].items():
         for k in REPORT_METRICS:
             if k in row:
@@ -410,14 +389,11 @@ def analyze(cfg, model: nn.Module | None = None, compressed: nn.Module | None = 
 
 @register_method("xgradcam")
 class XGradCAM(Method):
-    """``method=xgradcam``: analysis only (trains nothing); ``analyze(cfg)`` is the entry point."""
+    """``method=xgradcam``: analysis only (trains nothing); ``python scripts/analyze.py method=xgradcam ...``."""
 
     family = "analysis"
 
-    def analyze(self, cfg, model: nn.Module | None = None, **kw) -> dict:
-        return analyze(cfg, model, **kw)
-
     def stages(self):
         raise ValueError("method=xgradcam is an analysis method (family 'analysis') and trains nothing: run "
-                         "python scripts/analyze.py method=xgradcam ... (or its analyze(cfg)), not train.py")
-
+                         "python scripts/analyze.py method=xgradcam ... (or python evaluate.py method=xgradcam ...), "
+                         "not train.py")

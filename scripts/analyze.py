@@ -8,7 +8,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from methods.common.analysis import cli  # noqa: E402
+from engine.analysis import cli  # noqa: E402
 
 if __name__ == "__main__":
     cli()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real runs of the analysis family (XGrad-CAM axioms/faithfulness, unit ablation, before/after compression):
 # `make reproduce-analysis [SEEDS]`. A run's seed picks one of the disjoint evenly spread test-image sets
-# (methods/common/analysis.py), so seeds 0 1 2 are independent replicates and the claims are judged from the
+# (engine/analysis.py), so seeds 0 1 2 are independent replicates and the claims are judged from the
 # confidence interval over them. Resumable (scripts/reproduce_lib.sh): a run whose judged-ready row exists is
 # skipped. Outputs: results/runs/{xgradcam,unit_ablation}.csv, results/analysis/<dataset>_<model>_vs_<compressed>/.
 # CPU cost: about 5-8 minutes per seed on 2 free cores (the four CIFAR runs), the MNIST runs about a minute.

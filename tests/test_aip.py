@@ -208,9 +208,6 @@ def test_bad_options_name_the_key():
         _method(**{"disc.input": "features"})
     with pytest.raises(ValueError, match="method.flops_reduction"):
         _method(flops_reduction=1.2)
-    from engine.config import ConfigError
-    with pytest.raises(ConfigError, match="method.recover.epoch"):
-        _method(**{"recover.epoch": 2})
     with pytest.raises(ValueError, match="method.attention_layers"):
         _method(attention_layers=["layer9"]).transform(build_model("resnet20", num_classes=10), CTX)
 
@@ -236,6 +233,19 @@ def test_aip_runs_end_to_end_and_rebuilds(compose, tmp_path):
     assert 0.0 <= extra["disc_acc"] <= 1.0
     model = _rebuild(compose, m, TINY, tmp_path)
     assert not model.layer1[0]._forward_hooks                           # no attention hook left on the result
+
+
+def test_a_misspelt_stage_trainer_key_fails_at_start(compose, tmp_path):
+    """The engine checks the trainer overrides of every stage (method.recover, method.finetune) before the first."""
+    import glob
+
+    from engine.config import ConfigError
+    from engine.runner import run
+    for key in ("recover", "finetune"):
+        with pytest.raises(ConfigError, match=f"method.{key}.epoch") as err:
+            run(compose(TINY + [f"+method.{key}.epoch=2"]))
+        assert "\n" not in str(err.value)
+    assert not glob.glob(f"{tmp_path}/outputs/**/stage*", recursive=True)
 
 
 @pytest.mark.smoke

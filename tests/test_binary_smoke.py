@@ -6,11 +6,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from engine.binary_export import load_export, main as export_main
 from engine.runner import build_backbone, run
 from methods import RunContext, build_method
 from methods.common.binary import binary_layers
 from methods.common.multibase import multibase_layers
-from methods.common.binary_export import export_binary, load_binary_export, main as export_main, read_export
+from methods.common.binary_export import export_binary, load_binary_export, read_export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(os.path.relpath(p, os.path.join(ROOT, "conf", "experiment"))[:-5]
@@ -107,7 +108,7 @@ def test_ir2net_runs_and_export_cli_roundtrip(compose, tmp_path):
     out = str(tmp_path / "model.crbin")
     assert export_main([final, out]) == 0
     header, _ = read_export(out)
-    model = load_binary_export(out).eval()               # rebuilt from the run config in the header
+    model = load_export(out).eval()                      # rebuilt from the run config in the header
     blob = torch.load(final, weights_only=True)
     _, ref = _build(OmegaConf.create(blob["config"]))
     ref.load_state_dict(blob["model"])

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from engine.distill import kd_loss
 from engine.tasks import HEADER_DETECTION, ClassificationTask, DetectionTask, make_task
 from methods.base import Method
+from methods.common.distill import kd_loss
 
 
 def _tcfg(**over):

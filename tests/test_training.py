@@ -7,11 +7,11 @@ import torch
 from omegaconf import OmegaConf
 
 from engine import checkpoint
-from engine.distill import kd_loss
 from engine.optim import lr_factor
 from engine.results import read_rows
 from engine.runner import run, run_dir
 from engine.trainer import NonFiniteLossError
+from methods.common.distill import kd_loss
 
 TINY = ["data=synthetic", "data.train_size=256", "data.test_size=128", "model=resnet20", "trainer.batch_size=32",
         "trainer.eval_batch_size=128", "trainer.optimizer.lr=0.05", "trainer.epochs=2", "trainer.limit_batches=3"]

@@ -130,11 +130,11 @@ def test_quick_compress_copies():
 
 @pytest.mark.smoke
 def test_unit_ablation_analyze_end_to_end(compose):
-    from methods.unit_ablation import analyze
+    from engine.analysis import run_analysis
 
     cfg = compose(["method=unit_ablation", "model=resnet20", "data=synthetic", "method.num_images=40",
                    "method.batch_size=20", "method.bootstrap=20", "method.compare={kind:prune,amount:0.5}"])
-    out = analyze(cfg)
+    out = run_analysis(cfg)
     rows = read_rows(out["results_csv"])
     assert [r["variant"] for r in rows] == ["layer3", "layer3|prune50"]
     assert rows[0]["method"] == "unit_ablation" and rows[0]["extra"]["units"] == 64
@@ -147,12 +147,12 @@ def test_unit_ablation_analyze_end_to_end(compose):
 
 @pytest.mark.smoke
 def test_xgradcam_analyze_end_to_end(compose):
-    from methods.xgradcam import analyze
+    from engine.analysis import run_analysis
 
     cfg = compose(["method=xgradcam", "model=resnet20", "data=synthetic", "method.num_images=6", "method.batch_size=3",
                    "method.sensitivity_images=2", "method.faithfulness_images=2", "method.steps=4",
                    "method.grid_images=2", "method.layers=[layer3,layer2]", "method.compare={kind:quant,bits:4}"])
-    out = analyze(cfg)
+    out = run_analysis(cfg)
     rows = read_rows(out["results_csv"])
     keys = {(r["method"], r["variant"]) for r in rows}
     assert ("xgradcam", "layer2") in keys and ("gradcampp", "layer3|quant4") in keys and ("random", "input") in keys
@@ -164,11 +164,11 @@ def test_xgradcam_analyze_end_to_end(compose):
 
 
 def test_bad_analysis_config_fails_naming_the_key(compose):
-    from methods.xgradcam import analyze
+    from engine.analysis import run_analysis
 
     cfg = compose(["method=xgradcam", "model=resnet20", "data=synthetic", "method.methods=[xgradcam,scorecam]"])
     with pytest.raises(ValueError, match="method.methods"):
-        analyze(cfg)
+        run_analysis(cfg)
 
 
 def test_even_subset_covers_a_class_sorted_split():
@@ -210,7 +210,7 @@ def _saved_model(compose, tmp_path, name: str):
 
 
 def test_checkpoint_model_loads_a_bare_state_dict(compose, tmp_path):
-    from methods.common.analysis import compressed_model, load_checkpoint_model
+    from engine.analysis import compressed_model, load_checkpoint_model
 
     cfg, bundle, src, path = _saved_model(compose, tmp_path, "lenet5")
     got = load_checkpoint_model(path, bundle, torch.device("cpu"), cfg)
@@ -225,7 +225,7 @@ def test_checkpoint_model_loads_a_bare_state_dict(compose, tmp_path):
 
 def test_checkpoint_of_another_model_is_refused_naming_it(compose, tmp_path):
     from engine.checkpoint import CheckpointError
-    from methods.common.analysis import load_checkpoint_model
+    from engine.analysis import load_checkpoint_model
 
     cfg, bundle, _, path = _saved_model(compose, tmp_path, "lenet300_100")
     with pytest.raises(CheckpointError, match=r"lenet300_100\.pt does not hold weights of model=lenet5"):

@@ -1,6 +1,8 @@
 """Binary export: a trained binary network stored with its binary weights as packed bits.
 
-    python -m methods.common.binary_export <checkpoint> <out>     # final.pt of a run -> <out> (.crbin)
+A run's ``final.pt`` is exported, and an export loaded into the model rebuilt from its run config, by
+engine/binary_export.py (``python -m engine.binary_export <checkpoint> <out>``); this module writes and reads the
+file of a model in memory.
 
 File layout: ``MAGIC`` (8 bytes), header length (8 bytes, little endian), a JSON header, then the payload.
 Payload entries (in header order):
@@ -24,10 +26,8 @@ bit-identical to the float path except in Bi-Real-scaled layers (a few float32 u
 """
 from __future__ import annotations
 
-import argparse
 import json
 import struct
-import sys
 
 import numpy as np
 import torch
@@ -114,15 +114,12 @@ def read_export(path: str) -> tuple[dict, dict[str, torch.Tensor]]:
 
 
 @torch.no_grad()
-def load_binary_export(path: str, model: nn.Module | None = None, packed: bool | None = None) -> nn.Module:
-    """Load an export into ``model`` (or a model rebuilt from the run config stored in the header).
+def load_binary_export(path: str, model: nn.Module, packed: bool | None = None) -> nn.Module:
+    """Load an export into ``model`` (the exported network's structure, untrained; engine/binary_export.py
+    ``load_export`` rebuilds it from the run config stored in the header).
 
     ``packed``: run W1A1 layers on the XNOR-popcount kernel (None: when it is built; True: required)."""
     header, tensors = read_export(path)
-    if model is None:
-        if not header.get("config"):
-            raise ValueError(f"{path} holds no run config; pass the model to load into")
-        model = rebuild_model(header["config"])
     binary_names = [e["name"][: -len(".weight")] for e in header["entries"] if e["kind"] == "bits"]
     modules = dict(model.named_modules())
     state = {k: v for k, v in tensors.items() if not k.endswith(".frozen_scale")}
@@ -136,44 +133,3 @@ def load_binary_export(path: str, model: nn.Module | None = None, packed: bool |
     if packed or (packed is None and packed_binary.available()):
         packed_binary.pack_model(model)
     return model
-
-
-def rebuild_model(config: dict) -> nn.Module:
-    """Backbone + method transform of a run config (as engine/runner.py builds it), untrained."""
-    from omegaconf import OmegaConf
-
-    from engine.runner import build_backbone
-    from methods import RunContext, build_method
-
-    cfg = OmegaConf.create(config)
-    model = build_backbone(cfg, int(cfg.data.num_classes), int(cfg.data.in_channels), int(cfg.data.image_size))
-    ctx = RunContext(num_classes=int(cfg.data.num_classes), in_channels=int(cfg.data.in_channels),
-                     image_size=int(cfg.data.image_size), device=torch.device("cpu"))
-    return build_method(cfg.method).transform(model, ctx)
-
-
-def export_checkpoint(checkpoint_path: str, out: str) -> dict:
-    """Export a run's ``final.pt`` (model weights + the run config)."""
-    from engine import checkpoint
-
-    blob = checkpoint.load(checkpoint_path)
-    if "config" not in blob:
-        raise ValueError(f"{checkpoint_path} has no run config; export a run's final.pt")
-    model = rebuild_model(blob["config"])
-    checkpoint.load_weights(model, blob, checkpoint_path, str((blob["config"].get("model") or {}).get("name")))
-    model.eval()
-    return export_binary(model, out, config=blob["config"])
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m methods.common.binary_export", description=__doc__.split("\n")[0])
-    ap.add_argument("checkpoint", help="a run's final.pt")
-    ap.add_argument("out", help="output file (e.g. model.crbin)")
-    args = ap.parse_args(argv)
-    acct = export_checkpoint(args.checkpoint, args.out)
-    print(json.dumps(acct, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
