@@ -82,7 +82,8 @@ class Method:
             spec = dict(spec)
             name = spec.pop("name")
             trainer = dict(spec.pop("trainer", None) or {})
-            out.append(Stage(name=name, trainer=trainer, params=spec))
+            out.append(Stage(name=name, trainer=trainer, params=spec,
+                             trainer_key=f"method.stages[{name}].trainer"))
         return out
 
     def on_stage_start(self, stage: Stage, model: nn.Module, ctx: RunContext) -> nn.Module:

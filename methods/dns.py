@@ -142,7 +142,8 @@ class DNS(Method):
             spec.setdefault("kind", "surgery")
             if spec["kind"] not in self.stage_kinds():
                 raise ValueError(f"method.stages[{name}].kind must be one of {self.stage_kinds()}, got {spec['kind']!r}")
-            out.append(Stage(name=name, trainer=trainer, params=spec))
+            out.append(Stage(name=name, trainer=trainer, params=spec,
+                             trainer_key=f"method.stages[{name}].trainer"))
         return out
 
     def stage_kinds(self) -> tuple[str, ...]:

@@ -119,7 +119,8 @@ class INQ(Method):
                     raise KeyError(f"method.stages[{name}]: unknown keys {sorted(bad)}; allowed: name, trainer, kind, portion")
                 if spec.setdefault("kind", "inq") != "inq" or "portion" not in spec:
                     raise ValueError(f"method.stages[{name}] needs kind: inq and a portion")
-                out.append(Stage(name=name, trainer=trainer, params=spec))
+                out.append(Stage(name=name, trainer=trainer, params=spec,
+                                 trainer_key=f"method.stages[{name}].trainer"))
             check_portions([s.params["portion"] for s in out])
             return out
         return self.portion_stages(self.portions, self.cfg.get("stage_trainer"), self.cfg.get("final_trainer"))
@@ -130,7 +131,9 @@ class INQ(Method):
         stage_trainer = dict(stage_trainer or {})
         final_trainer = dict(final_trainer if final_trainer is not None else {"epochs": 0})
         return [Stage(name=f"inq{i + 1}_{p:g}", trainer=dict(final_trainer if p == 1.0 else stage_trainer),
-                      params={"kind": "inq", "portion": p}) for i, p in enumerate(portions)]
+                      params={"kind": "inq", "portion": p},
+                      trainer_key="method.final_trainer" if p == 1.0 else "method.stage_trainer")
+                for i, p in enumerate(portions)]
 
     # ---- structure ----
     def transform(self, model: nn.Module, ctx: RunContext) -> nn.Module:
@@ -288,7 +291,8 @@ class DNSINQ(Method):
             bad = set(spec) - allowed[kind]
             if bad:
                 raise KeyError(f"method.stages[{name}] ({kind}): unknown keys {sorted(bad)}; allowed: {sorted(allowed[kind])}")
-            out.append(Stage(name=name, trainer=trainer, params=spec))
+            out.append(Stage(name=name, trainer=trainer, params=spec,
+                             trainer_key=f"method.stages[{name}].trainer"))
         inq = [s.params.get("portion") for s in out if s.params["kind"] == "inq"]
         if not inq:
             raise ValueError("method=dns_inq needs stages with kind: inq (and a portion each)")

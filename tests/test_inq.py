@@ -202,3 +202,17 @@ def test_exported_dns_weights_keep_their_zeros_under_inq(tmp_path):
     method.on_stage_start(method.stages()[0], model, ctx())
     kept = int(pruned.fc.weight_mask.sum())
     assert int((model.fc.quant_mask.bool() & model.fc.weight_mask.bool()).sum()) == partition_counts(kept, [0.5])[0]
+
+
+
+def test_a_misspelt_stage_or_final_trainer_key_fails_at_start_naming_its_config_key(compose, tmp_path):
+    """The engine checks every stage's trainer overrides before the first stage and names the key they came from."""
+    import glob
+
+    from engine.config import ConfigError
+    from engine.runner import run
+    for key in ("stage_trainer", "final_trainer"):
+        with pytest.raises(ConfigError, match=rf"method\.{key}\.epoch"):
+            run(compose(["method=inq", "data=synthetic", "model=lenet5", "data.in_channels=1", "data.image_size=28",
+                         "data.mean=[0.5]", "data.std=[0.25]", f"++method.{key}={{epoch: 1}}"]))
+    assert not glob.glob(f"{tmp_path}/outputs/**/stage*", recursive=True)
