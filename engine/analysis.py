@@ -38,8 +38,9 @@ from engine import checkpoint
 from engine.config import validate
 from engine.provenance import Invocation
 from engine.results import append_row
-from engine.runner import Launch, apply_pretrained_normalization, build_backbone, pick_device, result_row
-from methods import METHODS, RunContext, build_method, list_methods
+from engine.runner import (Launch, apply_pretrained_normalization, build_backbone, pick_device, result_row,
+                           transformed_model)
+from methods import METHODS, list_methods
 from methods.common.analysis import quick_compress
 from methods.common.cam import take_images
 
@@ -65,14 +66,11 @@ def load_checkpoint_model(path: str, bundle, device: torch.device, cfg=None) -> 
     src = saved if saved is not None else cfg
     if src is None:
         raise ValueError(f"{path} carries no config; give the model config to rebuild it")
-    model = build_backbone(src, bundle.num_classes, bundle.in_channels, bundle.image_size)
     if saved is not None and saved.get("method") is not None:
-        method = build_method(saved.method)
-        if "method" in blob:
-            method.load_state_dict(blob["method"])
-        ctx = RunContext(num_classes=bundle.num_classes, in_channels=bundle.in_channels,
-                         image_size=bundle.image_size, device=device)
-        model = method.transform(model, ctx)
+        model = transformed_model(saved, bundle.num_classes, bundle.in_channels, bundle.image_size, device,
+                                  blob.get("method"))[0]
+    else:
+        model = build_backbone(src, bundle.num_classes, bundle.in_channels, bundle.image_size)
     checkpoint.load_weights(model, blob, path, str(src.model.name))
     return model.to(device).eval()
 

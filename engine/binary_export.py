@@ -16,18 +16,15 @@ import torch.nn as nn
 from omegaconf import OmegaConf
 
 from engine import checkpoint
-from engine.runner import build_backbone
-from methods import RunContext, build_method
+from engine.runner import transformed_model
 from methods.common.binary_export import export_binary, load_binary_export, read_export
 
 
 def rebuild_model(config: dict) -> nn.Module:
     """Backbone + method transform of a run config (as engine/runner.py builds it), untrained, on the CPU."""
     cfg = OmegaConf.create(config)
-    model = build_backbone(cfg, int(cfg.data.num_classes), int(cfg.data.in_channels), int(cfg.data.image_size))
-    ctx = RunContext(num_classes=int(cfg.data.num_classes), in_channels=int(cfg.data.in_channels),
-                     image_size=int(cfg.data.image_size), device=torch.device("cpu"))
-    return build_method(cfg.method).transform(model, ctx)
+    return transformed_model(cfg, int(cfg.data.num_classes), int(cfg.data.in_channels), int(cfg.data.image_size),
+                             torch.device("cpu"))[0]
 
 
 def export_checkpoint(checkpoint_path: str, out: str) -> dict:

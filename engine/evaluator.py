@@ -17,9 +17,8 @@ from core.complexity import format_table, measure
 from engine.config import ConfigError, validate
 from engine.evaluation import evaluate, primary_metric
 from engine.results import append_row
-from engine.runner import (Launch, apply_pretrained_normalization, build_backbone, eval_extra, headline, pick_device,
-                           result_row, results_path)
-from methods import RunContext, build_method
+from engine.runner import (Launch, apply_pretrained_normalization, eval_extra, headline, pick_device, result_row,
+                           results_path, transformed_model)
 
 
 def merge_checkpoint_config(cfg, saved: dict, data_overridden: bool):
@@ -80,14 +79,9 @@ def evaluate_checkpoint(cfg, overridden=()) -> dict:
     apply_pretrained_normalization(cfg)
     data = build_data(cfg.data, batch_size=int(cfg.trainer.eval_batch_size), device=device,
                       eval_batch_size=int(cfg.trainer.eval_batch_size))
-    model = build_backbone(cfg, data.num_classes, data.in_channels, data.image_size)
-    method = build_method(cfg.method)
-    method.generator.manual_seed(int(cfg.seed))
-    if isinstance(blob, dict) and "method" in blob:
-        method.load_state_dict(blob["method"])
-    ctx = RunContext(num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
-                     device=device, train_loader=data.train, test_loader=data.test, seed=int(cfg.seed))
-    model = method.transform(model, ctx)
+    model, method = transformed_model(cfg, data.num_classes, data.in_channels, data.image_size, device,
+                                      blob.get("method") if isinstance(blob, dict) else None,
+                                      train_loader=data.train, test_loader=data.test, seed=int(cfg.seed))
     if blob is not None:
         checkpoint.load_weights(model, blob, cfg.checkpoint, cfg.model.name)
     model.to(device)

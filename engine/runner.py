@@ -103,6 +103,21 @@ def build_backbone(cfg, num_classes: int, in_channels: int, image_size: int) -> 
         raise ConfigError(f"model.{key.group(1)}: unknown key for model={cfg.model.name} ({e}); remove it") from None
 
 
+def transformed_model(cfg, num_classes: int, in_channels: int, image_size: int, device: torch.device,
+                      method_state: dict | None = None, **ctx_fields):
+    """(model, method): the backbone of ``cfg`` after its method's transform, as a run builds it before training
+    (the method seeded by ``cfg.seed`` and given its saved ``method_state``); a checkpoint's weights load into it.
+    ``ctx_fields``: further ``RunContext`` fields (loaders) for transforms that read data."""
+    model = build_backbone(cfg, num_classes, in_channels, image_size)
+    method = build_method(cfg.method)
+    method.generator.manual_seed(int(cfg.get("seed", 0) or 0))
+    if method_state is not None:
+        method.load_state_dict(method_state)
+    ctx = RunContext(num_classes=num_classes, in_channels=in_channels, image_size=image_size, device=device,
+                     **ctx_fields)
+    return method.transform(model, ctx), method
+
+
 def apply_pretrained_normalization(cfg) -> None:
     """Pretrained weights were trained with their own mean/std; evaluate and fine-tune with the same."""
     if cfg.model.get("pretrained"):
