@@ -41,7 +41,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from methods import Method, register_method
 from methods.common.channel_pruning import (_shortcut_module, apply_channel_config, canonical_shortcut_map,

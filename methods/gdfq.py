@@ -34,7 +34,6 @@ upper bound: the same student and loss on real training images, no generator).
 from __future__ import annotations
 
 import copy
-from typing import Callable
 
 import torch
 import torch.nn as nn

@@ -12,7 +12,6 @@ import os
 import sys
 
 import hydra
-import torch
 from omegaconf import OmegaConf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

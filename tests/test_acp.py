@@ -296,7 +296,7 @@ def test_reduced_experiment_files_compose_with_one_variant(compose, arm):
 def test_l1_control_runs_the_search_it_matches(compose, tmp_path):
     """A control with no cached search runs it (tiny), then keeps its FLOPs from below with L1-chosen channels."""
     from engine.runner import run
-    m = run(compose([f"experiment=acp/cifar10_jpeg_resnet56_l1", *TINY[:1], "model=resnet20", "model.pretrained=false",
+    m = run(compose(["experiment=acp/cifar10_jpeg_resnet56_l1", *TINY[:1], "model=resnet20", "model.pretrained=false",
                      *TINY[3:], f"method.search_cache={tmp_path}/c"]))
     assert m["flops"] <= m["extra"]["target_flops"] and m["extra"]["allocation"] == "uniform"
     assert len({w for w in m["extra"]["widths"]}) <= 3          # one rate: at most one width per stage

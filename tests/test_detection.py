@@ -121,7 +121,7 @@ def test_eval_transform_scales_boxes_and_collate(voc_root):
     cfg = data_cfg(voc_root)
     raw = VOCDetection(voc_root, [[2007, "test"]], CLASSES)
     ds = VOCDetection(voc_root, [[2007, "test"]], CLASSES, eval_transforms(cfg))
-    (image0, t0), (image1, t1) = raw[0], ds[0]
+    (image0, t0), (_, t1) = raw[0], ds[0]
     h, w = image0.shape[-2:]
     scale = torch.tensor([300 / w, 300 / h, 300 / w, 300 / h])
     assert torch.allclose(t1["boxes"], t0["boxes"] * scale, atol=1e-4)

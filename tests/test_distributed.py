@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from conftest import ROOT
 from engine import checkpoint

@@ -11,7 +11,7 @@ import torch.nn as nn
 from methods.abc_net import abc_act_bases, abc_weight_fit, abc_weight_shifts
 from methods.common.multibase import (MultiBaseConv2d, MultiBaseLinear, multibase_layers, stair, stair_bases,
                                       stair_ste)
-from methods.pa import (PAWeightBases, lstsq_coefficients, pa_act_bases, pa_act_thresholds, pa_coefficients,
+from methods.pa import (PAWeightBases, pa_act_bases, pa_act_thresholds, pa_coefficients,
                         pa_levels, pa_piece_means, pa_weight_fit, pa_weight_thresholds)
 
 F64 = torch.float64

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn as nn
 
 from methods.ucp import SEGate, channel_scores, insert_se, remove_se, score_targets, threshold_count, ucp_keep
 from methods.common.channel_pruning import channel_groups, prune_channels

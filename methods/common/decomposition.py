@@ -35,7 +35,6 @@ import numpy as np
 import tensorly as tl
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tensorly.decomposition import tensor_train
 
 
