@@ -107,15 +107,21 @@ def transformed_model(cfg, num_classes: int, in_channels: int, image_size: int, 
                       method_state: dict | None = None, **ctx_fields):
     """(model, method): the backbone of ``cfg`` after its method's transform, as a run builds it before training
     (the method seeded by ``cfg.seed`` and given its saved ``method_state``); a checkpoint's weights load into it.
-    ``ctx_fields``: further ``RunContext`` fields (loaders) for transforms that read data."""
+    ``ctx_fields``: further ``RunContext`` fields (loaders) for transforms that read data; the context's
+    ``evaluate`` is the engine's evaluation on ``device``, as in a run."""
     model = build_backbone(cfg, num_classes, in_channels, image_size)
     method = build_method(cfg.method)
     method.generator.manual_seed(int(cfg.get("seed", 0) or 0))
     if method_state is not None:
         method.load_state_dict(method_state)
     ctx = RunContext(num_classes=num_classes, in_channels=in_channels, image_size=image_size, device=device,
-                     **ctx_fields)
+                     evaluate=evaluation_on(device), **ctx_fields)
     return method.transform(model, ctx), method
+
+
+def evaluation_on(device: torch.device):
+    """``RunContext.evaluate``: evaluate(model, loader, limit_batches=None) on ``device``."""
+    return lambda model, loader, limit_batches=None: evaluate(model, loader, device, limit_batches)
 
 
 def apply_pretrained_normalization(cfg) -> None:
@@ -211,7 +217,7 @@ def run(cfg) -> dict:
                           is_main=dist.is_main, tags=run_tags(cfg, launch.fidelity))
     ctx = RunContext(num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
                      device=device, train_loader=data.train, test_loader=data.test, seed=int(cfg.seed),
-                     evaluate=lambda m, loader, limit_batches=None: evaluate(m, loader, device, limit_batches),
+                     evaluate=evaluation_on(device),
                      log=lambda metrics: logger.log(metrics, step=0))
     ctx.channels_last = channels_last
     ctx.out_dir = out_dir                 # a method may write files of the run there (NASB: its derived genotype)

@@ -46,3 +46,24 @@ def test_evaluate_dispatches_analysis_methods(compose):
     csvs = [f for f in os.listdir(cfg.paths.results_dir) if f.endswith(".csv")]
     rows = [r for f in csvs for r in read_rows(os.path.join(cfg.paths.results_dir, f))]
     assert rows and all(r["experiment"] == "synthetic_resnet20_xgradcam" and r["fidelity"] for r in rows)
+
+
+def test_a_rebuilt_model_gets_the_engines_evaluation_in_its_context(compose, monkeypatch):
+    """evaluate.py, the analysis pipeline and the binary export rebuild through transformed_model: a transform that
+    evaluates (ACP's detection fitness) gets the same RunContext.evaluate as in a run, on the given device."""
+    import torch
+
+    from data import build_data
+    from engine.runner import transformed_model
+    from methods.base import Method
+    seen = {}
+
+    def transform(self, model, ctx):
+        seen["ctx"] = ctx
+        return model
+    monkeypatch.setattr(Method, "transform", transform)
+    cfg = compose(TINY + ["method=baseline"])
+    data = build_data(cfg.data, batch_size=32, device=torch.device("cpu"))
+    model, _ = transformed_model(cfg, data.num_classes, data.in_channels, data.image_size, torch.device("cpu"))
+    result = seen["ctx"].evaluate(model, data.test, limit_batches=1)
+    assert result["samples"] == 32 and 0.0 <= result["top1"] <= 100.0

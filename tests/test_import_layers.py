@@ -1,4 +1,4 @@
-"""Imports flow one way (DESIGN.md, README "Layout"): core -> data, models -> methods -> engine. A module may import
+"""Imports flow one way (README "Layout"): core -> data, models -> methods -> engine. A module may import
 its own layer and the layers before it, never a later one, and not lazily inside a function either."""
 import ast
 import os

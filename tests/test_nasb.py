@@ -263,6 +263,11 @@ def test_search_then_retrain_through_train_and_genotype_file_reloads(compose, tm
     m2 = run(compose(TINY + ["model=nasb_cell", f"model.genotype={path}", "method=nasb", "method.genotype=model",
                              "method.stages=[{name: retrain, phase: retrain}]", "seed=1"]))
     assert m2["ops"] == m["ops"] and m2["extra"]["genotype"] == extra["genotype"]
+    # the searched run's binary export rebuilds the derived net from the checkpoint's method state
+    from engine.binary_export import export_checkpoint
+    final = glob.glob(str(tmp_path / "outputs" / "*" / "*-seed0" / "final.pt"))
+    assert len(final) == 1
+    assert export_checkpoint(final[0], str(tmp_path / "searched.crbin"))["binary_weights"] > 0
 
 
 # ---- the grid's claims compare a search only where alpha moved ------------------------------------------------
