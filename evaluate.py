@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from engine.errors import exits_on_bad_input
 
 
-def run_analysis(cfg: DictConfig) -> float:
+def analyse(cfg: DictConfig) -> float:
     """Methods of family ``analysis`` analyse a model (pretrained, or ``checkpoint=``) instead of evaluating it."""
     from omegaconf import open_dict
 
@@ -37,7 +37,7 @@ def main(cfg: DictConfig) -> float:
     from engine.evaluator import evaluate_checkpoint
 
     if cfg.method.get("family") == "analysis":
-        return run_analysis(cfg)
+        return analyse(cfg)
 
     overridden = [o.split("=")[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
     return float(evaluate_checkpoint(cfg, overridden)["top1"])

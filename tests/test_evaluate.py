@@ -41,7 +41,7 @@ def test_evaluate_dispatches_analysis_methods(compose):
     cfg = compose(["method=xgradcam", "data=synthetic", "data.test_size=32", "model=resnet20", "method.num_images=8",
                    "method.batch_size=8", "method.sensitivity_images=2", "method.faithfulness_images=2",
                    "method.steps=2", "method.grid_images=2", "method.methods=[xgradcam]"], config_name="evaluate")
-    top1 = evaluate.run_analysis(cfg)
+    top1 = evaluate.analyse(cfg)
     assert 0.0 <= top1 <= 100.0
     csvs = [f for f in os.listdir(cfg.paths.results_dir) if f.endswith(".csv")]
     rows = [r for f in csvs for r in read_rows(os.path.join(cfg.paths.results_dir, f))]
