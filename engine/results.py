@@ -88,6 +88,36 @@ def append_row(path: str, row: dict) -> bool:
         lock.release()
 
 
+def update_row(path: str, run_id: str, fields: dict) -> None:
+    """Set ``fields`` (columns of COLUMNS; ``extra`` a dict merged into the row's) on the row with ``run_id``, under
+    the file's lock. Only that row's line changes (every other line keeps its bytes); the file is replaced
+    atomically."""
+    unknown = set(fields) - set(COLUMNS)
+    if unknown:
+        raise ResultsError(f"update_row: columns not in engine.results.COLUMNS: {sorted(unknown)}")
+    with FileLock(path + ".lock"):
+        header = _check_header(path)
+        hits = [r for r in _records(path) if r.get("run_id") == run_id]
+        with open(path, newline="") as f:
+            lines = f.read().split("\n")
+        at = [i for i, line in enumerate(lines) if line.startswith(f"{run_id},")]
+        if len(hits) != 1 or len(at) != 1:
+            raise ResultsError(f"{path}: {len(hits)} rows with run_id {run_id!r}, expected one")
+        row = {k: hits[0][k] for k in header}
+        if _encode(row, header).rstrip("\n") != lines[at[0]].rstrip("\r"):
+            raise ResultsError(f"{path}: the row {run_id} does not re-encode to its own line (edited by hand?); "
+                               "not rewriting it")
+        if "extra" in fields:
+            fields = {**fields, "extra": {**(json.loads(row["extra"]) if row.get("extra") else {}), **fields["extra"]}}
+        lines[at[0]] = _encode({**row, **fields}, header).rstrip("\n")
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", newline="") as f:
+            f.write("\n".join(lines))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
 def _check_header(path: str) -> list[str]:
     """The file's header: COLUMNS, or COLUMNS without the later-added ones (an older file)."""
     with open(path, newline="") as f:

@@ -33,6 +33,7 @@ dS/dc_k = sign(x - t_k) and dS/dt_k = -c_k * (the same surrogate of sign k) when
 from __future__ import annotations
 
 import abc
+import copy
 
 import torch
 import torch.nn as nn
@@ -179,8 +180,7 @@ class _MultiBaseMixin:
     def weight_decomposition(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(B (M, *weight.shape) +-1, alpha (M, O) per output channel) of the current weight."""
         u, alpha = self.weight_bases.fit(self.weight)
-        if alpha.dim() == 1:
-            alpha = alpha[:, None].expand(-1, self.weight.shape[0])
+        alpha = alpha.reshape(alpha.shape[0], -1).expand(-1, self.weight.shape[0])   # (M,) or (M, 1): per layer
         return stair_bases(self.weight, u), alpha
 
     def extra_repr(self) -> str:
@@ -200,23 +200,16 @@ class MultiBaseConv2d(_MultiBaseMixin, nn.Conv2d):
                         self.dilation, self.groups)
 
     @torch.no_grad()
-    def bitwise_forward(self, x: torch.Tensor, packed: bool = False) -> torch.Tensor:
-        """sum_m sum_n alpha_m beta_n conv(sign(x - v_n), B_m) (+ bias): M*N convolutions of +-1 tensors, each an
-        exact integer. ``packed``: through the XNOR-popcount kernel (methods/common/packed_binary.py)."""
+    def bitwise_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """sum_m sum_n alpha_m beta_n conv(sign(x - v_n), B_m) (+ bias): M*N float convolutions of +-1 tensors, each
+        an exact integer (the reference of the packed form, methods/common/packed_multibase.py)."""
         bases, alpha = self.weight_decomposition()
         v, beta = self.act_bases.thresholds, self.act_bases.coeffs
         out = None
         for n in range(self.act_bits):
-            shifted = x - v[n]
+            signs = _sign(x - v[n])
             for m in range(self.weight_bits):
-                if packed:
-                    from methods.common.packed_binary import pack_weight, packed_conv2d
-                    words, pop = pack_weight(bases[m])
-                    y = packed_conv2d(shifted, words, pop, self.kernel_size, self.stride[0], self.padding[0])
-                    y = y.to(x.dtype)
-                else:
-                    y = F.conv2d(_sign(shifted), bases[m].to(x.dtype), None, self.stride, self.padding,
-                                 self.dilation, self.groups)
+                y = F.conv2d(signs, bases[m].to(x.dtype), None, self.stride, self.padding, self.dilation, self.groups)
                 term = y * (alpha[m].to(x.dtype) * beta[n].to(x.dtype)).view(1, -1, 1, 1)
                 out = term if out is None else out + term
         if self.bias is not None:
@@ -335,6 +328,16 @@ class MultiBaseMethod(BinaryMethod, metaclass=abc.ABCMeta):
 
     def describe(self) -> dict:
         return {}
+
+    def deployed(self, model: nn.Module) -> tuple[nn.Module, str]:
+        """A CPU copy whose multi-base layers run their M*N binary convolutions on the XNOR-popcount kernel
+        (methods/common/packed_multibase.py; any single-base W1A1 layer too), when the kernel is built; else the
+        model as trained (the float form: one convolution of the approximated tensors)."""
+        from methods.common import packed_binary, packed_multibase
+        if not packed_binary.available():
+            return model, "float form of the multi-base layers (packed kernel not built: make install)"
+        copy_ = packed_binary.pack_model(copy.deepcopy(model).cpu().eval())
+        return packed_multibase.pack_multibase_model(copy_), f"packed xnor-popcount, M={self.m} x N={self.n} bases"
 
     def decorate(self, model: nn.Module, ctx) -> nn.Module:
         self.input_shape = (ctx.in_channels, ctx.image_size, ctx.image_size)
