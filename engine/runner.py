@@ -212,29 +212,29 @@ def run(cfg) -> dict:
                                         (cfg.trainer.precision == "auto" and device.type == "cuda")) else None
     channels_last = cfg.trainer.channels_last in (True, "true") or (
         cfg.trainer.channels_last == "auto" and device.type == "cuda")
-    logger = build_logger(cfg.logger, cfg, out_dir, run_id=f"{launch.config_hash}-s{cfg.seed}",
-                          group=cfg.get("paper") or run_name(cfg), name=f"{run_name(cfg)}-s{cfg.seed}",
-                          is_main=dist.is_main, tags=run_tags(cfg, launch.fidelity))
-    ctx = RunContext(num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
-                     device=device, train_loader=data.train, test_loader=data.test, seed=int(cfg.seed),
-                     evaluate=evaluation_on(device),
-                     log=lambda metrics: logger.log(metrics, step=0))
-    ctx.channels_last = channels_last
-    ctx.out_dir = out_dir                 # a method may write files of the run there (NASB: its derived genotype)
     method = build_method(cfg.method)
+    stages = method.stages()
+    stage_trainers = [stage_trainer_cfg(cfg, stage) for stage in stages]   # any stage's bad key fails here, at start
     if getattr(data.train, "task", "classification") == "detection" and not method.supports_detection:
         raise ValueError(f"method={cfg.method.name} works on classifier logits and cannot train a detector "
                          f"(data.task=detection); methods that can: {', '.join(detection_methods())}")
-    stages = method.stages()
-    stage_trainers = [stage_trainer_cfg(cfg, stage) for stage in stages]   # any stage's bad key fails here, at start
-    method.generator.manual_seed(int(cfg.seed))   # a method's random draws follow the run seed
-    model = method.transform(model, ctx).to(device)
-    input_shape = (data.in_channels, data.image_size, data.image_size)
-    printed_table = None
+    logger = build_logger(cfg.logger, cfg, out_dir, run_id=f"{launch.config_hash}-s{cfg.seed}",
+                          group=cfg.get("paper") or run_name(cfg), name=f"{run_name(cfg)}-s{cfg.seed}",
+                          is_main=dist.is_main, tags=run_tags(cfg, launch.fidelity))
+    try:   # from here on a failure still closes the logger (its file, the W&B run)
+        ctx = RunContext(num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
+                         device=device, train_loader=data.train, test_loader=data.test, seed=int(cfg.seed),
+                         evaluate=evaluation_on(device),
+                         log=lambda metrics: logger.log(metrics, step=0))
+        ctx.channels_last = channels_last
+        ctx.out_dir = out_dir                 # a method may write files of the run there (NASB: its derived genotype)
+        method.generator.manual_seed(int(cfg.seed))   # a method's random draws follow the run seed
+        model = method.transform(model, ctx).to(device)
+        input_shape = (data.in_channels, data.image_size, data.image_size)
+        printed_table = None
 
-    t0 = time.time()
-    total_steps, total_epochs, metrics = 0, 0, {}
-    try:
+        t0 = time.time()
+        total_steps, total_epochs, metrics = 0, 0, {}
         for index, (stage, tcfg) in enumerate(zip(stages, stage_trainers)):
             stage_dir = os.path.join(out_dir, f"stage{index}-{stage.name}")
             model = method.on_stage_start(stage, model, ctx).to(device)

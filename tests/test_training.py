@@ -154,3 +154,31 @@ def test_continuing_a_checkpoint_keeps_its_input_normalisation(compose, tmp_path
         assert list(saved["mean"]) == pytest.approx(want or default_mean), init
         if want:
             assert list(saved["std"]) == pytest.approx([0.5, 0.6, 0.7])
+
+
+@pytest.mark.parametrize("failure", ["bad stage key", "transform"])
+def test_a_run_that_fails_after_starting_its_logger_closes_it(compose, monkeypatch, failure):
+    """A bad stage trainer key fails before the logger (and its W&B run) starts; a method whose transform raises
+    fails after, and the logger is still finished."""
+    from engine import runner
+    from engine.loggers import NullLogger
+    from methods.baseline import Baseline
+    started, finished = [], []
+
+    class Recorder(NullLogger):
+        def __init__(self):
+            started.append(True)
+
+        def finish(self):
+            finished.append(True)
+
+    monkeypatch.setattr(runner, "build_logger", lambda *a, **k: Recorder())
+    if failure == "transform":
+        monkeypatch.setattr(Baseline, "transform", lambda self, model, ctx: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            run(compose(TINY))
+        assert started == finished == [True]
+    else:
+        with pytest.raises(Exception, match="nosuchkey"):
+            run(compose(TINY + ["+method.stages=[{name: train, trainer: {nosuchkey: 1}}]"]))
+        assert started == finished == []
