@@ -2,9 +2,8 @@
 
     python -m engine.binary_export <checkpoint> <out>     # final.pt of a run -> <out> (.crbin)
 
-The export's header holds the run config; ``load_export`` rebuilds the model from it and loads the packed weights
-into it. The header has no method state: a structure chosen during training (NASB's searched genotype) is not
-rebuilt from the config alone; load such an export into the run's model (``load_binary_export(path, model)``).
+The export's header holds the run config and the method's ``structure_state()`` (a structure chosen during training:
+NASB's searched genotype); ``load_export`` rebuilds the model from both and loads the packed weights into it.
 """
 from __future__ import annotations
 
@@ -18,15 +17,16 @@ from omegaconf import OmegaConf
 
 from engine import checkpoint
 from engine.runner import transformed_model
+from methods import Method
 from methods.common.binary_export import export_binary, load_binary_export, read_export
 
 
-def rebuild_model(config: dict, method_state: dict | None = None) -> nn.Module:
-    """Backbone + method transform of a run config (as engine/runner.py builds it), untrained, on the CPU; with the
-    method's saved state where its structure was chosen during training."""
+def rebuild_model(config: dict, method_state: dict | None = None) -> tuple[nn.Module, Method]:
+    """(model, method): backbone + method transform of a run config (as engine/runner.py builds it), untrained, on
+    the CPU; with the method's saved state where its structure was chosen during training."""
     cfg = OmegaConf.create(config)
     return transformed_model(cfg, int(cfg.data.num_classes), int(cfg.data.in_channels), int(cfg.data.image_size),
-                             torch.device("cpu"), method_state)[0]
+                             torch.device("cpu"), method_state)
 
 
 def export_checkpoint(checkpoint_path: str, out: str) -> dict:
@@ -34,10 +34,10 @@ def export_checkpoint(checkpoint_path: str, out: str) -> dict:
     blob = checkpoint.load(checkpoint_path)
     if "config" not in blob:
         raise ValueError(f"{checkpoint_path} has no run config; export a run's final.pt")
-    model = rebuild_model(blob["config"], blob.get("method"))   # the method's state: e.g. NASB's searched genotype
+    model, method = rebuild_model(blob["config"], blob.get("method"))   # e.g. NASB's searched genotype
     checkpoint.load_weights(model, blob, checkpoint_path, str((blob["config"].get("model") or {}).get("name")))
     model.eval()
-    return export_binary(model, out, config=blob["config"])
+    return export_binary(model, out, config=blob["config"], method_structure=method.structure_state())
 
 
 def load_export(path: str, packed: bool | None = None) -> nn.Module:
@@ -46,7 +46,8 @@ def load_export(path: str, packed: bool | None = None) -> nn.Module:
     if not header.get("config"):
         raise ValueError(f"{path} holds no run config; load it into the model with "
                          f"methods.common.binary_export.load_binary_export(path, model)")
-    return load_binary_export(path, rebuild_model(header["config"]), packed)
+    model, _ = rebuild_model(header["config"], header.get("method_structure") or None)
+    return load_binary_export(path, model, packed)
 
 
 def main(argv=None) -> int:

@@ -132,6 +132,11 @@ class Method:
     def metrics(self, model: nn.Module) -> dict:
         return {}
 
+    def structure_state(self) -> dict:
+        """The JSON-able part of :meth:`state_dict` that fixes the trained model's structure beyond its config (a
+        searched architecture), stored in binary exports so they rebuild without the checkpoint; {} by default."""
+        return {}
+
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
 

@@ -380,6 +380,9 @@ class NASB(BinaryMethod):
             self._alpha_shift = max(float((a.detach().cpu() - a0).abs().max())
                                     for a, a0 in zip(model.arch_parameters(), self._alpha0))
 
+    def structure_state(self) -> dict:
+        return {"genotype": self.genotype, "derived_final": self.derived_final} if self.derived_final else {}
+
     def state_dict(self) -> dict:
         return {**super().state_dict(), "genotype": self.genotype, "derived_final": self.derived_final,
                 "arch_opt": self._arch_opt.state_dict() if self._arch_opt is not None else self._arch_opt_state,

@@ -263,11 +263,19 @@ def test_search_then_retrain_through_train_and_genotype_file_reloads(compose, tm
     m2 = run(compose(TINY + ["model=nasb_cell", f"model.genotype={path}", "method=nasb", "method.genotype=model",
                              "method.stages=[{name: retrain, phase: retrain}]", "seed=1"]))
     assert m2["ops"] == m["ops"] and m2["extra"]["genotype"] == extra["genotype"]
-    # the searched run's binary export rebuilds the derived net from the checkpoint's method state
-    from engine.binary_export import export_checkpoint
+    # the searched run's binary export stores the derived genotype, so the export alone rebuilds the derived net
+    from engine.binary_export import export_checkpoint, load_export, rebuild_model
     final = glob.glob(str(tmp_path / "outputs" / "*" / "*-seed0" / "final.pt"))
     assert len(final) == 1
-    assert export_checkpoint(final[0], str(tmp_path / "searched.crbin"))["binary_weights"] > 0
+    out = str(tmp_path / "searched.crbin")
+    assert export_checkpoint(final[0], out)["binary_weights"] > 0
+    blob = torch.load(final[0], weights_only=False)
+    trained, _ = rebuild_model(blob["config"], blob["method"])
+    trained.load_state_dict(blob["model"])
+    loaded = load_export(out, packed=False).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), trained.eval()(x))
 
 
 # ---- the grid's claims compare a search only where alpha moved ------------------------------------------------

@@ -44,8 +44,11 @@ def _binary_modules(model: nn.Module) -> dict[str, nn.Module]:
 
 
 @torch.no_grad()
-def export_binary(model: nn.Module, path: str, config: dict | None = None) -> dict:
-    """Write ``model`` to ``path``; returns the byte accounting (``param_bytes``, ``header_bytes``, ...)."""
+def export_binary(model: nn.Module, path: str, config: dict | None = None,
+                  method_structure: dict | None = None) -> dict:
+    """Write ``model`` to ``path``; returns the byte accounting (``param_bytes``, ``header_bytes``, ...).
+    ``config``: the run config, ``method_structure``: its method's ``structure_state()`` (both stored in the header,
+    for ``engine.binary_export.load_export`` to rebuild the model)."""
     binary = _binary_modules(model)
     entries, chunks = [], []
     acct = {"bits_bytes": 0, "param_bytes": 0, "scale_bytes": 0, "buffer_bytes": 0, "binary_layers": len(binary),
@@ -78,8 +81,8 @@ def export_binary(model: nn.Module, path: str, config: dict | None = None) -> di
         add(name, "buffer", data, t.shape, str(t.dtype).removeprefix("torch."))
         acct["buffer_bytes"] += len(data)
     acct["param_bytes"] += acct["bits_bytes"]
-    header = json.dumps({"format": "compress-repro binary export v1", "config": config, "entries": entries},
-                        sort_keys=True).encode()
+    header = json.dumps({"format": "compress-repro binary export v1", "config": config, "entries": entries,
+                         "method_structure": method_structure or {}}, sort_keys=True).encode()
     with open(path, "wb") as f:
         f.write(MAGIC)
         f.write(struct.pack("<Q", len(header)))
