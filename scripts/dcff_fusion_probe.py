@@ -1,7 +1,7 @@
 """What DCFF's fusion does to inherited (pretrained) weights, before any training: test accuracy of the fused
 model at several temperatures, against the dense model and the L1-kept compact model at the same widths.
 
-    python scripts/dcff_fusion_probe.py experiment=dcff/cifar10_jpeg_resnet56_reduced [probe.test_images=2000]
+    python scripts/dcff_fusion_probe.py experiment=dcff/cifar10_jpeg_resnet56_reduced [+probe.test_images=2000]
 
 Writes results/measurements/dcff_fusion_probe.csv (one row per model/temperature). At T = 1 the inter-similarity
 rows are near uniform, so every fused filter is close to the mean filter of its layer; as T grows P becomes
@@ -12,13 +12,13 @@ import os
 import sys
 
 import hydra
+import torch
 from omegaconf import OmegaConf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data import build_data  # noqa: E402
 from engine.evaluation import evaluate  # noqa: E402
-from engine.runner import apply_pretrained_normalization, build_backbone  # noqa: E402
-from methods import RunContext, build_method  # noqa: E402
+from engine.runner import apply_pretrained_normalization, build_backbone, transformed_model  # noqa: E402
 from methods.common.channel_pruning import channel_groups, counts_from_rates, filter_l1, prune_channels, top_k  # noqa: E402
 from methods.dcff import fused_layers  # noqa: E402
 
@@ -34,8 +34,6 @@ def main(cfg) -> None:
     cfg.data.test_subset = n_test
     data = build_data(cfg.data, batch_size=256, device="cpu", eval_batch_size=256)
     dense = build_backbone(cfg, data.num_classes, data.in_channels, data.image_size).eval()
-    ctx = RunContext(num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
-                     device="cpu", train_loader=data.train, test_loader=data.test, seed=0)
     rows = [{"model": "dense", "temperature": "", "top1": evaluate(dense, data.test, "cpu")["top1"]}]
 
     spec = channel_groups(dense)
@@ -43,8 +41,9 @@ def main(cfg) -> None:
     l1 = prune_channels(dense, {n: top_k(filter_l1(dense, spec[n]), k).tolist() for n, k in counts.items()}, spec)
     rows.append({"model": "l1_compact", "temperature": "", "top1": evaluate(l1.eval(), data.test, "cpu")["top1"]})
 
-    method = build_method(cfg.method)
-    fused = method.transform(build_backbone(cfg, data.num_classes, data.in_channels, data.image_size), ctx).eval()
+    fused, method = transformed_model(cfg, data.num_classes, data.in_channels, data.image_size, torch.device("cpu"),
+                                      train_loader=data.train, test_loader=data.test, seed=0)
+    fused.eval()
     for t in TEMPERATURES:
         for m in fused_layers(fused).values():
             m.refresh(t)
