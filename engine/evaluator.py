@@ -17,8 +17,8 @@ from core.complexity import format_table, measure
 from engine.config import ConfigError, validate
 from engine.evaluation import evaluate, primary_metric
 from engine.results import append_row
-from engine.runner import (Launch, apply_pretrained_normalization, eval_extra, headline, pick_device, result_row,
-                           results_path, transformed_model)
+from engine.runner import (Launch, apply_pretrained_normalization, eval_extra, headline, measured_latency, pick_device,
+                           result_row, results_path, transformed_model)
 
 
 def merge_checkpoint_config(cfg, saved: dict, data_overridden: bool):
@@ -93,7 +93,11 @@ def evaluate_checkpoint(cfg, overridden=()) -> dict:
                "wall_time_s": time.time() - t0, **cost.summary(),
                "extra": {**method.metrics(model), **eval_extra({}, ev), "evaluated": cfg.get("checkpoint") or
                                            f"{cfg.model.name} pretrained={cfg.model.get('pretrained', False)}"}}
-    append_row(results_path(cfg), result_row(cfg, metrics, device, 1, launch))
+    latency = None
+    if cfg.trainer.get("latency"):     # the method's deployed form, as a run measures it (trainer.latency=true)
+        latency = measured_latency(*method.deployed(model), (data.in_channels, data.image_size, data.image_size))
+        metrics["extra"]["latency"] = latency
+    append_row(results_path(cfg), result_row(cfg, metrics, device, 1, launch, latency))
     print(f"evaluated: {headline(metrics)} on {ev['samples']} {cfg.data.name} test images "
           f"| row -> {results_path(cfg)}", flush=True)
     return metrics

@@ -22,6 +22,19 @@ def test_checkpoint_re_evaluates_to_the_same_accuracy_and_complexity(compose):
     assert len(rows) == 2 and rows[1]["steps"] == "0" and rows[1]["extra"]["evaluated"] == ckpt
 
 
+def test_re_evaluation_measures_latency_into_its_row_when_asked(compose):
+    small = ["model=lenet300_100", "data.in_channels=1", "data.image_size=8", "data.mean=[0.5]", "data.std=[0.25]"]
+    cfg = compose(TINY + small)
+    run(cfg)
+    ecfg = compose([f"checkpoint={os.path.join(run_dir(cfg), 'final.pt')}", "trainer.latency=true"],
+                   config_name="evaluate")
+    metrics = evaluate_checkpoint(ecfg)
+    trained_row, evaluated_row = read_rows(os.path.join(cfg.paths.results_dir, "synthetic_lenet300_100_baseline.csv"))
+    assert trained_row["latency_ms"] == ""                              # the run did not ask for it
+    assert float(evaluated_row["latency_ms"]) == metrics["extra"]["latency"]["latency_ms"] > 0
+    assert "threads, batch 1" in evaluated_row["latency_device"]
+
+
 def test_missing_checkpoint_is_named(compose):
     with pytest.raises(FileNotFoundError, match="nowhere.pt"):
         evaluate_checkpoint(compose(["checkpoint=nowhere.pt"], config_name="evaluate"))
