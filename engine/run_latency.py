@@ -19,12 +19,12 @@ import os
 import sys
 from datetime import date
 
-import torch
 from omegaconf import OmegaConf
 
 from engine import checkpoint, provenance
 from engine.results import ResultsError, read_rows, update_row
-from engine.runner import measured_latency, results_path, transformed_model
+from engine.binary_export import rebuild_model
+from engine.runner import measured_latency, results_path
 
 
 def run_files(run_dir: str) -> tuple[str, str]:
@@ -36,15 +36,13 @@ def run_files(run_dir: str) -> tuple[str, str]:
     return final, staged
 
 
-def deployed_latency(final_path: str) -> dict:
-    """``measured_latency`` of the deployed form of the model in a run's ``final.pt``."""
-    blob = checkpoint.load(final_path)
-    cfg = OmegaConf.create(blob["config"])
-    shape = (int(cfg.data.in_channels), int(cfg.data.image_size), int(cfg.data.image_size))
-    model, method = transformed_model(cfg, int(cfg.data.num_classes), shape[0], shape[1], torch.device("cpu"),
-                                      blob.get("method"))
-    checkpoint.load_weights(model, blob, final_path, str(cfg.model.name))
-    return measured_latency(*method.deployed(model.eval()), shape)
+def deployed_latency(blob: dict, final_path: str) -> dict:
+    """``measured_latency`` of the deployed form of the model in a run's loaded ``final.pt`` (``blob``)."""
+    model, method = rebuild_model(blob["config"], blob.get("method"))
+    checkpoint.load_weights(model, blob, final_path, str(blob["config"]["model"]["name"]))
+    data = blob["config"]["data"]
+    return measured_latency(*method.deployed(model.eval()),
+                            (int(data["in_channels"]), int(data["image_size"]), int(data["image_size"])))
 
 
 def fill_row_latency(run_dir: str, results_dir: str | None = None, force: bool = False) -> dict | None:
@@ -54,7 +52,8 @@ def fill_row_latency(run_dir: str, results_dir: str | None = None, force: bool =
     final, staged = run_files(run_dir)
     with open(staged) as f:
         run_id = json.load(f)["run_id"]
-    cfg = OmegaConf.create(checkpoint.load(final)["config"])
+    blob = checkpoint.load(final)
+    cfg = OmegaConf.create(blob["config"])
     csv_path = results_path(cfg)
     if results_dir is not None:
         csv_path = os.path.join(results_dir, os.path.basename(csv_path))
@@ -65,7 +64,7 @@ def fill_row_latency(run_dir: str, results_dir: str | None = None, force: bool =
         raise ResultsError(f"{csv_path} has no row with run id {run_id} (from {staged}); collect the run's row first")
     if row.get("latency_ms") and not force:
         return None
-    lat = deployed_latency(final)
+    lat = deployed_latency(blob, final)
     sha, dirty = provenance.git_info()
     when = f"measured after the run from its final.pt ({date.today().isoformat()}, commit {sha[:7]}" \
            f"{', dirty' if dirty else ''})"

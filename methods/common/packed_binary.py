@@ -114,16 +114,19 @@ class PackedBinaryLinear(_PackedMixin, BinaryLinear):
         return self._finish(out, (-1,))
 
 
+def conv_geometry_packable(m: nn.Conv2d) -> bool:
+    """A conv geometry the kernel serves: groups 1, dilation 1, zero padding, equal strides and paddings."""
+    return (m.groups == 1 and m.dilation == (1, 1) and m.padding_mode == "zeros" and not isinstance(m.padding, str)
+            and m.stride[0] == m.stride[1] and m.padding[0] == m.padding[1])
+
+
 def packable(m: nn.Module) -> bool:
-    """A binary layer the kernel serves: binary weights and activations, groups 1, dilation 1, zero padding,
-    equal strides and paddings on both axes."""
+    """A binary layer the kernel serves: binary weights and activations, and (a conv) a packable geometry."""
     if isinstance(m, BinaryLinear):
         return m.binarize_weights and m.binarize_acts
     if not isinstance(m, BinaryConv2d):
         return False
-    return (m.binarize_weights and m.binarize_acts and m.groups == 1 and m.dilation == (1, 1)
-            and m.padding_mode == "zeros" and not isinstance(m.padding, str)
-            and m.stride[0] == m.stride[1] and m.padding[0] == m.padding[1])
+    return m.binarize_weights and m.binarize_acts and conv_geometry_packable(m)
 
 
 @torch.no_grad()

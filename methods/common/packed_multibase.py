@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from methods.common.multibase import MultiBaseConv2d, MultiBaseLinear
-from methods.common.packed_binary import load, pack_weight, packed_conv2d
+from methods.common.packed_binary import conv_geometry_packable, load, pack_weight, packed_conv2d
 
 
 class _PackedMultiBaseMixin:
@@ -58,11 +58,10 @@ class PackedMultiBaseLinear(_PackedMultiBaseMixin, MultiBaseLinear):
 
 
 def multibase_packable(m: nn.Module) -> bool:
-    """A multi-base layer the kernel serves: groups 1, dilation 1, zero padding, equal strides and paddings."""
+    """A multi-base layer the kernel serves (a conv: ``conv_geometry_packable``)."""
     if isinstance(m, MultiBaseLinear):
         return True
-    return (isinstance(m, MultiBaseConv2d) and m.groups == 1 and m.dilation == (1, 1) and m.padding_mode == "zeros"
-            and not isinstance(m.padding, str) and m.stride[0] == m.stride[1] and m.padding[0] == m.padding[1])
+    return isinstance(m, MultiBaseConv2d) and conv_geometry_packable(m)
 
 
 @torch.no_grad()
