@@ -22,7 +22,7 @@ arm_with() {   # arm_with <entry script> <group/name> <seed> [override ...]: one
   echo "run  $entry $exp seed=$seed $*"
   [ -n "${DRY:-}" ] && return 0
   flock "$LOCK" "$PY" "$entry" experiment="$exp" seed="$seed" logger=none trainer.progress=false \
-    paths.results_dir=results/runs "$@"
+    paths.results_dir="$RESULTS_DIR" "$@"
 }
 # arm <group/name> <seed>: a training run; its row gets the deployed model's CPU latency (latency_ms, latency_device:
 # batch 1 and 64, measured after training while the run still holds the CPU lock; not part of the config hash).

@@ -1,5 +1,6 @@
 """Exit 0 if results/runs/<paper>.csv already holds a judged-ready row of this experiment file and seed: same
-experiment name, seed and the file's CURRENT config hash, from a clean commit. Used by the resumable
+experiment name, seed and the file's CURRENT config hash, from a clean commit. The rows are read from
+$RESULTS_DIR/<paper>.csv (default results/runs, relative to the working directory, as scripts/reproduce_lib.sh sets it). Used by the resumable
 scripts/reproduce_*.sh of the pruning and low-rank papers (a changed experiment file reruns its arms).
 Usage: python scripts/row_exists.py <group>/<name> <seed>"""
 import os
@@ -16,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def main(experiment: str, seed: str) -> int:
     with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base=None):
         cfg = compose("config", overrides=[f"experiment={experiment}", f"seed={seed}"])
-    path = os.path.join(ROOT, "results", "runs", f"{cfg.paper}.csv")
+    path = os.path.join(os.environ.get("RESULTS_DIR", os.path.join(ROOT, "results", "runs")), f"{cfg.paper}.csv")
     if not os.path.exists(path):
         return 1
     want = config_hash(cfg)
