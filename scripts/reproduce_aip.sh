@@ -14,7 +14,8 @@
 # (mean 66 %): ~16.5 ms CPU per image x 38,400 images ~ 630 CPU-s ~ 5.5 min on 2 threads; evaluations (4 x 1000
 # stage-end images, the full 10,000 test images at the end) ~0.5 min; three FLOPs bisections and start-up ~1 min.
 # ~7 min per run, 9 runs ~ 65 min on an idle machine (the brief's 70 img/s for ResNet-56 training gives the same
-# order); roughly 2-3x that under the load of the other jobs.
+# order); roughly 2-3x that under the load of the other jobs. Measured 2026-12-01 (idle, holding the CPU lock,
+# latency included): 12-15 min per run, the 9 runs ~2 h.
 #
 # Resumable: scripts/reproduce_lib.sh skips an arm whose row exists at the file's current config hash; an
 # interrupted run continues from its last stage/epoch checkpoint (finished pruning stages are replayed).
