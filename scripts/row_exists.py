@@ -1,6 +1,6 @@
-"""Exit 0 if results/runs/<paper>.csv already holds a judged-ready row of this experiment file and seed: same
-experiment name, seed and the file's CURRENT config hash, from a clean commit. The rows are read from
-$RESULTS_DIR/<paper>.csv (default results/runs, relative to the working directory, as scripts/reproduce_lib.sh sets it). Used by the resumable
+"""Exit 0 if the rows file a run of this experiment file would append to (``<paths.results_dir>/<paper>.csv``:
+$RESULTS_DIR, which scripts/reproduce_lib.sh sets to results/runs) already holds a judged-ready row of it: same
+experiment name, seed and the file's CURRENT config hash, from a clean commit. Used by the resumable
 scripts/reproduce_*.sh of the pruning and low-rank papers (a changed experiment file reruns its arms).
 Usage: python scripts/row_exists.py <group>/<name> <seed>"""
 import os
@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def main(experiment: str, seed: str) -> int:
     with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base=None):
         cfg = compose("config", overrides=[f"experiment={experiment}", f"seed={seed}"])
-    path = os.path.join(os.environ.get("RESULTS_DIR", os.path.join(ROOT, "results", "runs")), f"{cfg.paper}.csv")
+    path = os.path.join(cfg.paths.results_dir, f"{cfg.paper}.csv")   # as the run's own row would resolve it
     if not os.path.exists(path):
         return 1
     want = config_hash(cfg)
