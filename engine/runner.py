@@ -310,10 +310,13 @@ def headline(metrics: dict) -> str:
 
 
 def measured_latency(model: torch.nn.Module, form: str, input_shape) -> dict:
-    """CPU latency of the method's deployed ``form`` of the model (``Method.deployed``) at batch 1 and 64 (median
-    of repeated runs); the row's latency_ms is batch 1."""
+    """CPU latency of the method's deployed ``form`` of the model (``Method.deployed``) at batch 1 and 64: the median
+    and the minimum of repeated runs (the row's latency_ms is the batch-1 median; the minimum is the number least
+    moved by other load on a shared machine, docs/pruning.md)."""
     lat = measure_latency(model, input_shape, batch_sizes=(1, 64))
-    return {"latency_ms": lat["latency_ms_b1"], "latency_ms_b64": lat["latency_ms_b64"], "threads": lat["threads"],
+    return {"latency_ms": lat["latency_ms_b1"], "latency_ms_b64": lat["latency_ms_b64"],
+            "latency_ms_min": lat["latency_ms_min_b1"], "latency_ms_min_b64": lat["latency_ms_min_b64"],
+            "repeats": lat["repeats"], "threads": lat["threads"],
             "device": f"{lat['latency_device']}, batch 1" + (f", {form}" if form else "")}
 
 

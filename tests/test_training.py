@@ -124,7 +124,9 @@ def test_latency_is_measured_into_the_row_when_asked(compose):
     metrics = run(cfg)
     row = read_rows(os.path.join(cfg.paths.results_dir, "synthetic_lenet300_100_baseline.csv"))[0]
     assert float(row["latency_ms"]) > 0 and "threads" in row["latency_device"]
-    assert metrics["extra"]["latency"]["latency_ms_b64"] > 0
+    lat = metrics["extra"]["latency"]
+    assert lat["latency_ms_b64"] > 0 and lat["repeats"] >= 30
+    assert 0 < lat["latency_ms_min"] <= lat["latency_ms"] and 0 < lat["latency_ms_min_b64"] <= lat["latency_ms_b64"]
 
 
 def test_continuing_a_checkpoint_keeps_its_input_normalisation(compose, tmp_path):
