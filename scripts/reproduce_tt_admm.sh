@@ -14,6 +14,8 @@
 #   ResNet-20 ADMM step 2.45 s, Z/U update 1.2 s, TT ResNet-20 fine-tune step 1.74 s, stage-start projection 3.7 s.
 #   probe run: 100 ADMM + 60 FT steps ~7 min -> phase probe (5 rho x 3 seeds) ~1.8 h; long: ADMM run (400 + 200
 #   steps) ~24 min, TT-SVD run (600 steps) ~19 min -> phase long (3 seeds) ~2.2 h. On an idle machine ~a third.
+# Measured 2026-12-01 (idle cores, 2 threads, latency included): probe run ~4.5 min (phase probe ~70 min); long ADMM
+#   run 10.3 min, TT-SVD run 11.0 min (phase long ~65 min).
 #
 # Resumable: scripts/reproduce_lib.sh skips an arm whose row exists at the file's current config hash.
 source "$(dirname "$0")/reproduce_lib.sh" "$@"
