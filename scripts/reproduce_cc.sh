@@ -13,6 +13,8 @@
 #   200 steps x ~2.5 s ~8 min -> ~27 min per run, 9 runs ~4 h (channel_forward: approx would cut Stage 2 to
 #   seconds, at a 0.2 % difference in the channel scores; not used, the official rule is the default).
 #
+# Measured 2026-12-02 (idle cores, 2 threads, latency included): 3.5-5.3 min per run, the 9 runs 41 min.
+#
 # Resumable: scripts/reproduce_lib.sh skips an arm whose row exists at the file's current config hash.
 source "$(dirname "$0")/reproduce_lib.sh" "$@"
 PHASES=${PHASES:-main}
