@@ -13,7 +13,8 @@
 # Sizing (timing probe scripts/probe_step_time.py: 3 training steps of batch 128 per model, random inputs, 2 threads, load average 5.4-6.2 on the 2 shared cores, 17:58 UTC; start-up, data, evaluation and latency add ~3 min per run):
 #   fused DCFF ResNet-56 6.0 s/step, compact ResNet-56 5.5 s/step (dense 10.4). 400 steps per run:
 #   DCFF scratch ~43 min, L1 scratch ~40 min -> phase scratch (3 seeds x 2 arms) ~4.1 h; ablation ~2.2 h.
-#   On an idle machine expect roughly a third of that (the probe ran beside the lead's queue).
+#   On an idle machine expect roughly a third of that (the probe ran beside the lead's queue). Measured on idle cores
+#   (2026-12-02, 2 threads): ~56 s per epoch for both arms, ~10-11 min per run -> phase scratch ~1.1 h, ablation ~0.5 h.
 #
 # Resumable: scripts/reproduce_lib.sh skips an arm whose row exists at the file's current config hash.
 source "$(dirname "$0")/reproduce_lib.sh" "$@"
