@@ -169,7 +169,18 @@ class _TwoConvBlock(nn.Module):
         return self.act2(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
-class BiRealCifarResNet(_ResNetBackbone):
+class _CifarResNetBackbone(_ResNetBackbone):
+    """The CIFAR ResNets' init rule, shared by the two-conv-block backbones below."""
+
+    def init_added(self, module: nn.Module) -> nn.Module:
+        """Official CIFAR codes: ``kaiming_normal_`` on every Conv2d / Linear weight (their ``_weights_init``)."""
+        for m in module.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+        return module
+
+
+class BiRealCifarResNet(_CifarResNetBackbone):
     def __init__(self, depth=20, num_classes=10, in_channels=3, spec=None, act="hardtanh", downsample="A",
                  widths=(16, 32, 64), head_bn=True):
         super().__init__()
@@ -185,15 +196,8 @@ class BiRealCifarResNet(_ResNetBackbone):
         self._setup_head(spec, num_classes, widths, head_bn)
         self.init_added(self)
 
-    def init_added(self, module: nn.Module) -> nn.Module:
-        """Official CIFAR codes: ``kaiming_normal_`` on every Conv2d / Linear weight (their ``_weights_init``)."""
-        for m in module.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight)
-        return module
 
-
-class BinaryCifarResNet18(_ResNetBackbone):
+class BinaryCifarResNet18(_CifarResNetBackbone):
     def __init__(self, num_classes=10, in_channels=3, spec=None, act="hardtanh", blocks=(2, 2, 2, 2),
                  widths=(64, 128, 256, 512), head_bn=True):
         super().__init__()
@@ -205,13 +209,6 @@ class BinaryCifarResNet18(_ResNetBackbone):
             lambda i, o, s: _TwoConvBlock(spec, i, o, s, act, False, "B"), blocks, widths)
         self._setup_head(spec, num_classes, widths, head_bn)
         self.init_added(self)
-
-    def init_added(self, module: nn.Module) -> nn.Module:
-        """Official CIFAR codes: ``kaiming_normal_`` on every Conv2d / Linear weight (their ``_weights_init``)."""
-        for m in module.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight)
-        return module
 
 
 class _BiRealBlock(nn.Module):
