@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from core.complexity import measure
 from methods import Method, register_method
 from methods.common.channel_pruning import (apply_channel_config, channel_groups, filter_l1,
-                                            prune_channels, reinitialize, top_k)
+                                            prune_channels, reinit_rule, reinitialize, top_k)
 from methods.common.heldout import heldout_split
 from methods.common.pruning_report import compression_report
 
@@ -245,6 +245,7 @@ class ACP(Method):
                                       ("control_select", ("search", "l1", "random"), "search")):
             if cfg.get(key, default) not in allowed:
                 raise ValueError(f"method.{key}={cfg.get(key)!r}; choose one of {allowed}")
+        self.reinit = reinit_rule(cfg)
         self.config = None
         self.search: dict = {}
         self._dense = None
@@ -455,7 +456,7 @@ class ACP(Method):
         else:
             compact = self.candidate(dict(zip(names, widths)))
             if init == "scratch":
-                reinitialize(compact, self.generator)
+                reinitialize(compact, self.generator, self.reinit)
         self.config = compact.channel_config
         hist = saved.get("history") or []
         self.search.update({"cluster_counts": list(saved["n"]), "widths": [int(k) for k in widths],

@@ -45,7 +45,7 @@ import torch.nn as nn
 from methods import Method, register_method
 from methods.common.channel_pruning import (_shortcut_module, apply_channel_config, canonical_shortcut_map,
                                             channel_groups, counts_from_rates, filter_l1, prune_channels,
-                                            reinitialize, top_k)
+                                            reinit_rule, reinitialize, top_k)
 from methods.common.pruning_report import compression_report
 
 
@@ -255,6 +255,7 @@ class DCFF(Method):
         if init not in ("scratch", "inherit"):
             raise ValueError(f"method.init={init!r}; choose scratch (paper) or inherit (fine-tune)")
         self.init = init
+        self.reinit = reinit_rule(cfg)
         self.score_rule = cfg.get("score_rule", "official")
         if self.score_rule not in SCORE_RULES:
             raise ValueError(f"method.score_rule={self.score_rule!r}; choose official (lmbxmu/DCFF: float32, "
@@ -280,7 +281,7 @@ class DCFF(Method):
         spec = channel_groups(model)
         counts = {**{n: g.width for n, g in spec.groups.items()}, **counts_from_rates(model, self.cfg.cprate, spec)}
         if self.init == "scratch":
-            reinitialize(model, self.generator)
+            reinitialize(model, self.generator, self.reinit)
             keep = {n: range(k) for n, k in counts.items()}
         else:
             keep = {n: top_k(filter_l1(model, spec[n]), k).tolist() for n, k in counts.items()}

@@ -12,8 +12,8 @@ import copy
 
 from methods import Method, register_method
 from methods.common.channel_pruning import (SCOPES, apply_channel_config, channel_groups, counts_from_rates,  # noqa: F401
-                                            filter_l1, kept_width, prune_channels, reinitialize, scope_groups, top_k,
-                                            uniform_rate_for_flops)
+                                            filter_l1, kept_width, prune_channels, reinit_rule, reinitialize,
+                                            scope_groups, top_k, uniform_rate_for_flops)
 from methods.common.pruning_report import compression_report
 
 
@@ -30,6 +30,7 @@ class L1Prune(Method):
         self.init = cfg.get("init", "inherit")
         if self.init not in ("scratch", "inherit"):
             raise ValueError(f"method.init={self.init!r}; choose inherit (fine-tune, default) or scratch")
+        self.reinit = reinit_rule(cfg)
         self.config = None
         self.rate = None
         self._dense = None
@@ -50,7 +51,7 @@ class L1Prune(Method):
         keep = {n: top_k(filter_l1(model, spec[n]), k).tolist() for n, k in counts.items() if k < spec[n].width}
         compact = prune_channels(model, keep, spec)
         if self.init == "scratch":
-            reinitialize(compact, self.generator)
+            reinitialize(compact, self.generator, self.reinit)
         self.config = compact.channel_config
         return compact
 

@@ -37,7 +37,7 @@ import torch.nn as nn
 from methods import Method, register_method
 from core.complexity import measure
 from methods.common.channel_pruning import (apply_channel_config, channel_groups, filter_l1, kept_width,
-                                            prune_channels, reinitialize, top_k)
+                                            prune_channels, reinit_rule, reinitialize, top_k)
 from methods.common.pruning_report import compression_report
 
 
@@ -228,6 +228,7 @@ class UCP(Method):
         self.init = cfg.get("init", "scratch")
         if self.init not in ("scratch", "inherit"):
             raise ValueError(f"method.init={self.init!r}; choose scratch (paper) or inherit (fine-tune)")
+        self.reinit = reinit_rule(cfg)
         for key, allowed, default in (("gate_placement", GATE_PLACEMENTS, "official"),
                                       ("gate_training", GATE_TRAINING, "all"), ("selection", SELECTIONS, "se"),
                                       ("allocation", ALLOCATIONS, "ucp")):
@@ -285,7 +286,7 @@ class UCP(Method):
             "chosen_se_jaccard_mean": sum(jaccard(keep[n], chosen[n]) for n in keep) / max(1, len(keep))})
         compact = prune_channels(plain, chosen)
         if self.init == "scratch":
-            reinitialize(compact, self.generator)
+            reinitialize(compact, self.generator, self.reinit)
         self.config = compact.channel_config
         return compact
 

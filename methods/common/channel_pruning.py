@@ -134,17 +134,80 @@ def uniform_rate_for_flops(model, target: float, input_shape, scope: str = "inne
     return hi
 
 
-def reinitialize(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
-    """Fresh random weights for every layer (training a compact model from scratch); draws from
-    ``generator`` when given (a method's own generator, so a resumed run repeats the same init)."""
+def _init_fan_out(m: nn.Module, g: torch.Generator | None) -> None:
+    """Ours before issue 15: convs kaiming-normal over fan-out, linears kaiming-normal over fan-in, zero biases."""
+    if isinstance(m, (nn.Conv2d, nn.Linear)):
+        nn.init.kaiming_normal_(m.weight, mode="fan_out" if isinstance(m, nn.Conv2d) else "fan_in", generator=g)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def _init_dcff_official(m: nn.Module, g: torch.Generator | None) -> None:
+    """lmbxmu/DCFF ``_weights_init`` (its Fused/CompactResNet): ``kaiming_normal_`` (fan-in) on every conv and
+    linear weight; biases keep PyTorch's default draw."""
+    if isinstance(m, (nn.Conv2d, nn.Linear)):
+        nn.init.kaiming_normal_(m.weight, generator=g)
+        _torch_default_bias(m, g)
+
+
+def _init_ucp_resnet_official(m: nn.Module, g: torch.Generator | None) -> None:
+    """JingfeiChang/UCP ``models/resnet.py``: convs N(0, sqrt(2 / (k*k*out))); linears keep PyTorch's default
+    (kaiming-uniform a=sqrt(5), bias U(+-1/sqrt(fan_in)))."""
+    if isinstance(m, nn.Conv2d):
+        _normal_over_fan_out(m, g)
+    elif isinstance(m, nn.Linear):
+        nn.init.kaiming_uniform_(m.weight, a=5 ** 0.5, generator=g)
+        _torch_default_bias(m, g)
+
+
+def _init_ucp_vgg_official(m: nn.Module, g: torch.Generator | None) -> None:
+    """JingfeiChang/UCP ``models/vgg.py`` ``_initialize_weights``: convs N(0, sqrt(2 / (k*k*out))) with zero bias,
+    BN weight 0.5 and bias 0, linears N(0, 0.01) with zero bias."""
+    if isinstance(m, nn.Conv2d):
+        _normal_over_fan_out(m, g)
+    elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+        nn.init.constant_(m.weight, 0.5)
+    elif isinstance(m, nn.Linear):
+        nn.init.normal_(m.weight, 0.0, 0.01, generator=g)
+        nn.init.zeros_(m.bias)
+
+
+def _normal_over_fan_out(m: nn.Conv2d, g: torch.Generator | None) -> None:
+    nn.init.normal_(m.weight, 0.0, (2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels)) ** 0.5, generator=g)
+    if m.bias is not None:
+        nn.init.zeros_(m.bias)
+
+
+def _torch_default_bias(m: nn.Module, g: torch.Generator | None) -> None:
+    """PyTorch's default bias draw for a conv / linear, U(+-1/sqrt(fan_in)), from ``g``."""
+    if m.bias is not None:
+        bound = 1.0 / (m.weight[0].numel() ** 0.5)
+        nn.init.uniform_(m.bias, -bound, bound, generator=g)
+
+
+REINIT_RULES = {"fan_out": _init_fan_out, "dcff_official": _init_dcff_official,
+                "ucp_resnet_official": _init_ucp_resnet_official, "ucp_vgg_official": _init_ucp_vgg_official}
+
+
+def reinit_rule(cfg) -> str | None:
+    """The ``method.reinit`` rule a from-scratch method re-initialises with, checked at construction (None:
+    ``fan_out``; unset, it keeps the config hash of every row made before the rules existed)."""
+    rule = cfg.get("reinit")
+    if rule is not None and rule not in REINIT_RULES:
+        raise ValueError(f"method.reinit={rule!r}; choose one of {sorted(REINIT_RULES)} (or null: fan_out)")
+    return rule
+
+
+def reinitialize(model: nn.Module, generator: torch.Generator | None = None, rule: str | None = None) -> nn.Module:
+    """Fresh random weights for every layer (training a compact model from scratch) by ``rule`` (``REINIT_RULES``;
+    None: ``fan_out``, the rule of every row made before the official rules); BN layers are reset (weight 1, bias
+    0, fresh running statistics) before the rule sees them. Draws from ``generator`` when given (a method's own
+    generator, so a resumed run repeats the same init)."""
+    init = REINIT_RULES[reinit_rule({"reinit": rule}) or "fan_out"]
     for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out" if isinstance(m, nn.Conv2d) else "fan_in",
-                                    generator=generator)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.reset_parameters()
+        init(m, generator)
     return model
 
 
@@ -171,4 +234,4 @@ def dead_channel_model(model: nn.Module, keep: dict, spec: GroupSpec | None = No
 __all__ = ["Group", "GroupSpec", "ShortcutLink", "IndexShortcut", "channel_groups", "prune_channels",
            "apply_channel_config", "save_compact", "load_compact", "filter_l1", "top_k", "kept_width",
            "parse_rates", "rate_layout", "counts_from_rates", "SCOPES", "scope_groups", "uniform_rate_for_flops",
-           "reinitialize", "canonical_shortcut_map", "dead_channel_model"]
+           "reinitialize", "reinit_rule", "REINIT_RULES", "canonical_shortcut_map", "dead_channel_model"]

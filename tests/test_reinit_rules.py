@@ -1,0 +1,89 @@
+"""From-scratch re-initialisation rules (``method.reinit``): each official rule draws what its authors' code draws,
+null keeps the rule every earlier row used, and the methods pass the rule through."""
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+from omegaconf import OmegaConf
+
+from methods import RunContext, build_method
+from methods.common.channel_pruning import REINIT_RULES, reinitialize
+from models import build_model
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _net():
+    """A conv whose fan-in (16*9) and fan-out (256*9) differ 16x, a BN and a wide linear, so every rule is told apart."""
+    return nn.Sequential(nn.Conv2d(16, 256, 3, bias=False), nn.BatchNorm2d(256), nn.Flatten(), nn.Linear(4096, 512))
+
+
+def _drawn(rule):
+    net = _net()
+    with torch.no_grad():
+        net[1].weight.fill_(3.0)
+        net[3].bias.fill_(7.0)
+    return reinitialize(net, torch.Generator().manual_seed(0), rule)
+
+
+@pytest.mark.parametrize("rule, conv_std, linear_std", [
+    ("fan_out", math.sqrt(2 / (256 * 9)), math.sqrt(2 / 4096)),
+    ("dcff_official", math.sqrt(2 / (16 * 9)), math.sqrt(2 / 4096)),           # kaiming_normal_ fan-in on both
+    ("ucp_resnet_official", math.sqrt(2 / (256 * 9)), 1 / math.sqrt(3 * 4096)),  # linear: U(+-1/sqrt(fan_in))
+    ("ucp_vgg_official", math.sqrt(2 / (256 * 9)), 0.01),
+])
+def test_each_rule_draws_its_stated_scales(rule, conv_std, linear_std):
+    net = _drawn(rule).requires_grad_(False)
+    assert float(net[0].weight.std()) == pytest.approx(conv_std, rel=0.03)
+    assert float(net[3].weight.std()) == pytest.approx(linear_std, rel=0.03)
+
+
+def test_bias_and_batchnorm_follow_each_rule():
+    assert torch.all(_drawn("fan_out")[3].bias == 0)
+    assert torch.all(_drawn("ucp_vgg_official")[3].bias == 0)
+    for rule in ("dcff_official", "ucp_resnet_official"):          # PyTorch's default bias draw, U(+-1/sqrt(4096))
+        bias = _drawn(rule)[3].bias.detach()
+        assert float(bias.abs().max()) <= 1 / 64 and float(bias.std()) > 1 / 64 / 3
+    for rule in ("fan_out", "dcff_official", "ucp_resnet_official"):
+        assert torch.all(_drawn(rule)[1].weight == 1.0)
+    assert torch.all(_drawn("ucp_vgg_official")[1].weight == 0.5)
+    assert torch.all(_drawn("ucp_vgg_official")[1].bias == 0.0)
+
+
+def test_null_is_fan_out_and_draws_what_the_earlier_rows_drew():
+    """null keeps the hash of the rows made before the rules, so it must keep their draws: the first values below
+    came from the pre-rules ``reinitialize`` (commit f06ec54) on this net with generator seed 0."""
+    a, b = _drawn(None), _drawn("fan_out")
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    torch.testing.assert_close(a[0].weight.detach().flatten()[:4],
+                               torch.tensor([-0.03317037597298622, -0.033951736986637115, -0.007382742129266262,
+                                             -0.012783276848495007]), rtol=0, atol=1e-7)
+    torch.testing.assert_close(a[3].weight.detach().flatten()[:4],
+                               torch.tensor([0.007055958732962608, 0.02106308564543724, 0.020051252096891403,
+                                             -0.00714903837069869]), rtol=0, atol=1e-7)
+    assert set(REINIT_RULES) == {"fan_out", "dcff_official", "ucp_resnet_official", "ucp_vgg_official"}
+
+
+def test_each_method_defaults_to_its_authors_rule():
+    assert OmegaConf.load(CONF / "method/dcff.yaml").reinit == "dcff_official"
+    assert OmegaConf.load(CONF / "method/ucp.yaml").reinit == "ucp_resnet_official"
+    assert OmegaConf.load(CONF / "experiment/ucp/cifar100_vgg19.yaml").method.reinit == "ucp_vgg_official"
+
+
+def test_unknown_rule_is_refused_when_the_method_is_built():
+    with pytest.raises(ValueError, match=r"method.reinit='kaiming'.*dcff_official"):
+        build_method(OmegaConf.create({"name": "l1_prune", "flops_reduction": 0.3, "init": "scratch",
+                                       "reinit": "kaiming", "latency": {"enabled": False}}))
+
+
+def test_methods_draw_the_compact_net_by_their_rule():
+    ctx = RunContext(num_classes=10, in_channels=3, image_size=32, device=torch.device("cpu"))
+    method = build_method(OmegaConf.create({"name": "l1_prune", "flops_reduction": 0.3, "init": "scratch",
+                                            "reinit": "ucp_vgg_official", "latency": {"enabled": False}}))
+    compact = method.transform(build_model("resnet20", num_classes=10), ctx)
+    norms = [m for m in compact.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(torch.all(m.weight == 0.5) for m in norms)
+    assert float(compact.fc.weight.detach().std()) == pytest.approx(0.01, rel=0.3)
