@@ -87,3 +87,22 @@ def test_methods_draw_the_compact_net_by_their_rule():
     norms = [m for m in compact.modules() if isinstance(m, nn.BatchNorm2d)]
     assert norms and all(torch.all(m.weight == 0.5) for m in norms)
     assert float(compact.fc.weight.detach().std()) == pytest.approx(0.01, rel=0.3)
+
+
+_NOT_DRAWN_BY_OFFICIAL_CODE = {"dcff_official": {"5.bias"}, "ucp_resnet_official": {"5.weight", "5.bias"},
+                               "ucp_vgg_official": set()}
+
+
+@pytest.mark.parametrize("rule", sorted(_NOT_DRAWN_BY_OFFICIAL_CODE))
+def test_official_rules_match_the_authors_init_code_bit_for_bit(rule):
+    """Golden: the authors' init code executed from its source on this net after torch.manual_seed(0)
+    (tests/golden/reinit/official_init_draws.json says which functions and commits)."""
+    from tests.golden import load
+    _, golden = load("reinit", "official_init_draws")
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 3, bias=False),
+                        nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 10))
+    ours = reinitialize(net, torch.Generator().manual_seed(0), rule).state_dict()
+    compared = set(golden[rule]) - _NOT_DRAWN_BY_OFFICIAL_CODE[rule]
+    assert {"0.weight", "2.weight", "1.weight"} <= compared
+    for key in compared:
+        torch.testing.assert_close(ours[key], golden[rule][key], rtol=0, atol=0, msg=key)
