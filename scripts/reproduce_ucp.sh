@@ -11,7 +11,8 @@
 # Sizing (timing probe scripts/probe_step_time.py: 3 training steps of batch 128 per model, random inputs, 2 threads, load average 5.4-6.2 on the 2 shared cores, 17:58 UTC; start-up, data, evaluation and latency add ~3 min per run):
 #   SE ResNet-56 (gates_only) 6.8 s/step, compact ResNet-56 5.5 s/step. select arm: 80 gate steps + 40 scoring
 #   batches + 120 fine-tune steps ~23 min -> phase select (3 seeds x 3 arms) ~3.5 h; scratch arm: 80 + 40 + 400
-#   steps ~48 min -> phase scratch (3 x 2) ~4.8 h. On an idle machine roughly a third.
+#   steps ~48 min -> phase scratch (3 x 2) ~4.8 h. On an idle machine roughly a third. Measured 2026-12-02, phase
+#   select: 6-8 min per arm (wall_time_s 372-455 s; 9 arms ~70 min).
 #
 # Resumable: scripts/reproduce_lib.sh skips an arm whose row exists at the file's current config hash.
 source "$(dirname "$0")/reproduce_lib.sh" "$@"
