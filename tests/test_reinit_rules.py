@@ -106,3 +106,9 @@ def test_official_rules_match_the_authors_init_code_bit_for_bit(rule):
     assert {"0.weight", "2.weight", "1.weight"} <= compared
     for key in compared:
         torch.testing.assert_close(ours[key], golden[rule][key], rtol=0, atol=0, msg=key)
+
+
+def test_rules_accept_layers_without_bias():
+    for rule in REINIT_RULES:
+        net = reinitialize(nn.Sequential(nn.Linear(8, 4, bias=False)), torch.Generator().manual_seed(0), rule)
+        assert net[0].bias is None and torch.isfinite(net[0].weight).all()

@@ -169,10 +169,13 @@ def _init_ucp_vgg_official(m: nn.Module, g: torch.Generator | None) -> None:
         nn.init.constant_(m.weight, 0.5)
     elif isinstance(m, nn.Linear):
         nn.init.normal_(m.weight, 0.0, 0.01, generator=g)
-        nn.init.zeros_(m.bias)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
 
 
 def _normal_over_fan_out(m: nn.Conv2d, g: torch.Generator | None) -> None:
+    """UCP's ``normal_(0, math.sqrt(2. / n))`` with its own arithmetic: ``kaiming_normal_(mode="fan_out")`` computes
+    sqrt(2) / sqrt(n), which differs from sqrt(2 / n) in the last bit for about half of all n."""
     nn.init.normal_(m.weight, 0.0, (2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels)) ** 0.5, generator=g)
     if m.bias is not None:
         nn.init.zeros_(m.bias)
@@ -189,13 +192,16 @@ REINIT_RULES = {"fan_out": _init_fan_out, "dcff_official": _init_dcff_official,
                 "ucp_resnet_official": _init_ucp_resnet_official, "ucp_vgg_official": _init_ucp_vgg_official}
 
 
-def reinit_rule(cfg) -> str | None:
-    """The ``method.reinit`` rule a from-scratch method re-initialises with, checked at construction (None:
-    ``fan_out``; unset, it keeps the config hash of every row made before the rules existed)."""
-    rule = cfg.get("reinit")
+def _checked_rule(rule: str | None) -> str | None:
     if rule is not None and rule not in REINIT_RULES:
         raise ValueError(f"method.reinit={rule!r}; choose one of {sorted(REINIT_RULES)} (or null: fan_out)")
     return rule
+
+
+def reinit_rule(cfg) -> str | None:
+    """The ``method.reinit`` rule a from-scratch method re-initialises with, checked at construction (None:
+    ``fan_out``; unset, it keeps the config hash of every row made before the rules existed)."""
+    return _checked_rule(cfg.get("reinit"))
 
 
 def reinitialize(model: nn.Module, generator: torch.Generator | None = None, rule: str | None = None) -> nn.Module:
@@ -203,7 +209,7 @@ def reinitialize(model: nn.Module, generator: torch.Generator | None = None, rul
     None: ``fan_out``, the rule of every row made before the official rules); BN layers are reset (weight 1, bias
     0, fresh running statistics) before the rule sees them. Draws from ``generator`` when given (a method's own
     generator, so a resumed run repeats the same init)."""
-    init = REINIT_RULES[reinit_rule({"reinit": rule}) or "fan_out"]
+    init = REINIT_RULES[_checked_rule(rule) or "fan_out"]
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.reset_parameters()
