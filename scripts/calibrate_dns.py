@@ -6,17 +6,20 @@ the splice arm's c ends at ~1,286x against 108x, so its c must come down until i
     flock /tmp/cpu-heavy.lock python scripts/calibrate_dns.py dns/mnist_lenet5_caffe_ref_nosplice \\
         dns/mnist_lenet5_caffe_ref [--seed 0] [--max-runs 8] [--rel-tol 0.1]
 
-Per layer, the kept share falls as c rises (thresholds a, b = (0.9, 1.1) (mu + c std)). The search keeps a bracket
-per layer: it starts from the experiment's own c (keeps too little for a no-splice arm) and steps down by --step
-until the share exceeds the target, then bisects. All layers move in each pilot run (they interact only through
-training). Pilot rows are ad hoc (``paths.results_dir=outputs/calibration``, never judged). It prints each pilot and
-the ``method.per_layer`` block to write into a new experiment file, whose header should state the rule and the
-pilot count; the judged runs come after, from a clean commit.
+Per layer, the kept share falls as c rises (thresholds a, b = (0.9, 1.1) (mu + c std)). The search starts from the
+experiment's own c; the experiment's own clean row at that seed, when there is one, counts as the first pilot (no
+run). Until a layer's target is bracketed, the next c comes from the start model's weights (the share of them at or
+above a(c), scaled to the last pilot: one-way pruning keeps a roughly constant fraction of that); once bracketed, it
+interpolates log(share) between the nearest pilots on either side (class LayerSearch). All layers move in each pilot
+run (they interact only through training). Pilot rows are ad hoc (``paths.results_dir=outputs/calibration``, never
+judged). It prints each pilot and the ``method.per_layer`` block to write into a new experiment file, whose header
+should state the rule and the pilot count; the judged runs come after, from a clean commit.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -38,44 +41,78 @@ def target_shares(paper: str, experiment: str, results_dir: str) -> dict[str, fl
     return {name: statistics.fmean(r["extra"]["remaining_pct_by_layer"][name] for r in rows) for name in layers}
 
 
-class Bracket:
-    """c for one layer: step down from ``start`` until the share exceeds the target, then bisect."""
+class LayerSearch:
+    """c for one layer, from every (c, kept share) seen so far. The share falls as c rises, roughly exponentially, so
+    once two pilots bracket the target the next c interpolates log(share) linearly between the nearest bracketing
+    pair (regula falsi, kept 2 % away from either end so it cannot stall there). Before a bracket exists
+    it follows ``guide`` (the kept share the start model's own weights give at c, before any training: one-way
+    pruning keeps a roughly constant fraction of that), scaled to the latest pilot; without a guide it steps by
+    ``step``."""
 
-    def __init__(self, start: float, step: float):
-        self.c, self.step = start, step
-        self.low = None     # a c that kept MORE than the target
-        self.high = None    # a c that kept LESS than the target
+    def __init__(self, start: float, step: float, guide=None):
+        self.c, self.step, self.guide = start, step, guide
+        self.seen: list[tuple[float, float]] = []
 
     def update(self, share: float, target: float) -> None:
-        if share > target:
-            self.low = self.c
+        self.seen.append((self.c, share))
+        low = max((p for p in self.seen if p[1] > target), key=lambda p: p[0], default=None)     # kept more
+        high = min((p for p in self.seen if p[1] <= target), key=lambda p: p[0], default=None)   # kept less
+        if low is not None and high is not None:
+            (c0, s0), (c1, s1) = low, high
+            frac = (math.log(s0) - math.log(target)) / (math.log(s0) - math.log(s1)) if s1 > 0 else 0.5
+            self.c = c0 + min(max(frac, 0.02), 0.98) * (c1 - c0)
+        elif self.guide is not None and share > 0 and self.guide(self.c) > 0:
+            scale = share / self.guide(self.c)
+            self.c = solve_decreasing(lambda c: scale * self.guide(c), target,
+                                      self.c - 10 * self.step, self.c + 10 * self.step)
         else:
-            self.high = self.c
-        if self.low is None:
-            self.c = self.c - self.step
-        elif self.high is None:
-            self.c = self.c + self.step
-        else:
-            self.c = (self.low + self.high) / 2
+            self.c = self.c + (self.step if low is not None else -self.step)
+
+
+def solve_decreasing(f, target: float, lo: float, hi: float, iters: int = 60) -> float:
+    """x in [lo, hi] with f(x) = target for a non-increasing f (the nearest end when the target lies outside)."""
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if f(mid) > target else (lo, mid)
+    return (lo + hi) / 2
 
 
 def calibrate(run, start: dict[str, float], targets: dict[str, float], max_runs: int, rel_tol: float,
-              step: float) -> tuple[dict[str, float], list[dict]]:
+              step: float, guides: dict | None = None, known: dict[str, float] | None = None
+              ) -> tuple[dict[str, float], list[dict]]:
     """``run(c_by_layer) -> share_by_layer`` for pilot runs; returns (c per layer within ``rel_tol`` of every target,
-    the pilots). Fails naming the layers still off after ``max_runs``."""
-    brackets = {name: Bracket(c, step) for name, c in start.items()}
+    the pilots). ``known``: shares already measured at ``start`` (the experiment's own rows), used as a free first
+    pilot. ``guides``: per layer, share(c) of the start model (see :class:`LayerSearch`). Fails naming the layers
+    still off after ``max_runs`` runs."""
+    searches = {name: LayerSearch(c, step, (guides or {}).get(name)) for name, c in start.items()}
     pilots = []
-    for _ in range(max_runs):
-        c_now = {name: b.c for name, b in brackets.items()}
-        shares = run(c_now)
-        pilots.append({"c": c_now, "shares": shares})
+    shares = known
+    for _ in range(max_runs + (known is not None)):
+        c_now = {name: s.c for name, s in searches.items()}
+        if shares is None:
+            shares = run(c_now)
+        pilots.append({"c": c_now, "shares": shares, "ran": not (known is not None and len(pilots) == 0)})
         off = {n for n in targets if abs(shares[n] / targets[n] - 1) > rel_tol}
         if not off:
             return c_now, pilots
         for name in off:
-            brackets[name].update(shares[name], targets[name])
+            searches[name].update(shares[name], targets[name])
+        shares = None
     raise SystemExit(f"not calibrated after {max_runs} pilot runs: layers {sorted(off)} still more than "
                      f"{rel_tol:.0%} off their targets (last pilot {pilots[-1]}); raise --max-runs")
+
+
+def start_model_guides(checkpoint_path: str, layers) -> dict:
+    """Per layer, c -> % of the start model's weights at or above DNS's prune threshold a(c) (methods/dns.py)."""
+    import torch
+    from methods.dns import dns_thresholds
+    blob = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    state = blob.get("model", blob)
+
+    def guide(name):
+        w, b = state[f"{name}.weight"], state.get(f"{name}.bias")
+        return lambda c: 100.0 * float((w.abs() >= dns_thresholds(w, b, c)[2]).double().mean())
+    return {name: guide(name) for name in layers}
 
 
 def pilot_runner(experiment: str, seed: int, out_dir: str):
@@ -94,13 +131,29 @@ def pilot_runner(experiment: str, seed: int, out_dir: str):
     return run
 
 
-def experiment_c(experiment: str) -> tuple[str, dict[str, float]]:
-    """(paper, c_rate per layer) of an experiment file as composed."""
+def compose_experiment(experiment: str, seed: int):
     from hydra import compose, initialize_config_dir
     with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base=None):
-        cfg = compose("config", overrides=[f"experiment={experiment}"])
+        return compose("config", overrides=[f"experiment={experiment}", f"seed={seed}"])
+
+
+def experiment_c(cfg) -> dict[str, float]:
+    """c_rate per layer of a composed experiment."""
     default = float(cfg.method.c_rate)
-    return cfg.paper, {n: float(v.get("c_rate", default)) for n, v in cfg.method.per_layer.items()}
+    return {n: float(v.get("c_rate", default)) for n, v in cfg.method.per_layer.items()}
+
+
+def own_row_shares(cfg, results_dir: str) -> dict[str, float] | None:
+    """Kept share per layer of the experiment's own clean row at this seed and its current config hash (the pilot
+    at its start c, already run), or None."""
+    from engine.provenance import config_hash
+    path = os.path.join(results_dir, f"{cfg.paper}.csv")
+    if not os.path.exists(path):
+        return None
+    want = config_hash(cfg)
+    rows = [r for r in read_rows(path) if r["experiment"] == cfg.name and str(r["seed"]) == str(cfg.seed)
+            and r["config_hash"] == want and str(r["git_dirty"]).lower() in ("false", "0")]
+    return rows[-1]["extra"]["remaining_pct_by_layer"] if rows else None
 
 
 def main() -> int:
@@ -110,15 +163,25 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-runs", type=int, default=8)
     ap.add_argument("--rel-tol", type=float, default=0.1)
-    ap.add_argument("--step", type=float, default=1.0, help="c step while no bracket is found")
+    ap.add_argument("--step", type=float, default=1.0, help="c step while no bracket is found and no start model")
     a = ap.parse_args()
-    paper, start = experiment_c(a.experiment)
-    targets = target_shares(paper, a.target.split("/")[-1], os.path.join(ROOT, "results", "runs"))
-    print(f"targets (kept %, mean of {a.target}'s judged rows): {targets}; start c: {start}", flush=True)
+    cfg = compose_experiment(a.experiment, a.seed)
+    start = experiment_c(cfg)
+    results_dir = os.path.join(ROOT, "results", "runs")
+    targets = target_shares(cfg.paper, a.target.split("/")[-1], results_dir)
+    known = own_row_shares(cfg, results_dir)
+    ckpt = cfg.trainer.get("init_checkpoint")
+    guides = start_model_guides(os.path.join(ROOT, ckpt), start) if ckpt and os.path.exists(os.path.join(ROOT, ckpt)) else None
+    print(f"targets (kept %, mean of {a.target}'s judged rows): {targets}; start c: {start}; "
+          f"own row at the start c: {known}; guided by the start model: {ckpt if guides else 'no'}", flush=True)
     c, pilots = calibrate(pilot_runner(a.experiment, a.seed, os.path.join(ROOT, "outputs", "calibration")),
-                          start, targets, a.max_runs, a.rel_tol, a.step)
-    print(f"calibrated after {len(pilots)} pilot run(s); method.per_layer for the new experiment file:")
+                          start, targets, a.max_runs, a.rel_tol, a.step, guides, known)
+    ran = sum(p["ran"] for p in pilots)
+    print(f"calibrated after {ran} pilot run(s) ({len(pilots) - ran} known row); method.per_layer for the new "
+          f"experiment file:")
     print("  per_layer:\n" + "\n".join(f"    {n}: {{c_rate: {v:.4f}}}" for n, v in c.items()))
+    for p in pilots:
+        print(json.dumps(p))
     return 0
 
 
