@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the DNS paper's MNIST cells (results/reference/dns.yaml). Rows go to results/runs/dns.csv.
 #
-# PHASES (default "caffe_init"; add "released" and/or "own" for the older recipes below):
+# PHASES (default "caffe_init"; add "splice", "released" and/or "own" for the recipes below):
 #  caffe_init (issue 15, the most decisive DNS question): does the Caffe init close the 2x gap (ours ~50x at 0.94 %
 #   vs the paper's 108x)? Two dense LeNet-5 (seed 0, Caffe solver, x/256 input): Caffe init (xavier, zero bias,
 #   bias lr x2; dns/mnist_lenet5_reference_caffe_init) and PyTorch's init (dns/mnist_lenet5_reference_caffe_input),
@@ -11,6 +11,10 @@
 #   Sizing: timing probe 200 steps of the dense LeNet-5 = 116 s wall on the 2 shared cores at load average 7.2
 #   (incl. one 10k-image evaluation); the brief's uncontended 2,200 img/s gives dense 10K steps x 64 ~ 5 min and
 #   DNS 16K steps ~ 8 min. Phase total: 2 dense + 6 DNS = 58 min uncontended (3-4x that under the current load).
+#  splice (claim dns_splicing_not_worse, dns.md signal (d)): from the released dense LeNet-5 (outputs/ref/
+#   caffe_lenet5_original.pt, written by phase released), one-way pruning at the splice arm's c (overshoots to ~1,286x)
+#   and at the c that scripts/calibrate_dns.py found on compression only (dns/mnist_lenet5_caffe_ref_nosplice_equal),
+#   seeds 0 1 2 paired with dns/mnist_lenet5_caffe_ref. ~10 min per run.
 #  released: surgery from the authors' released dense LeNets (needs DNS_MODELS, below).
 #  own: DNS from our own Caffe-solver dense models (torchvision mean/std input, and LeNet-5 with x/256 input), each
 #   dense start trained once (seed 0) and copied to a fixed path the DNS files name, so every row is judged.
@@ -31,6 +35,15 @@ if [[ " $PHASES " == *" caffe_init "* ]]; then
   for s in $SEEDS5; do
     arm dns/mnist_lenet5_own_caffe_init "$s"
     arm dns/mnist_lenet5_own_torch_init "$s"
+  done
+fi
+if [[ " $PHASES " == *" splice "* ]]; then
+  [ -f outputs/ref/caffe_lenet5_original.pt ] || { echo "error: outputs/ref/caffe_lenet5_original.pt is missing: run" \
+    "PHASES=released DNS_MODELS=<dir> first, or scripts/import_caffe_lenet.py <dir>/lenet5/caffe_lenet5_original.caffemodel" \
+    "outputs/ref/caffe_lenet5_original.pt" >&2; exit 1; }
+  for s in $SEEDS5; do
+    arm dns/mnist_lenet5_caffe_ref_nosplice "$s"
+    arm dns/mnist_lenet5_caffe_ref_nosplice_equal "$s"
   done
 fi
 [[ " $PHASES " == *" released "* || " $PHASES " == *" own "* ]] || exit 0
