@@ -13,7 +13,9 @@ above a(c), scaled to the last pilot: one-way pruning keeps a roughly constant f
 interpolates log(share) between the nearest pilots on either side (class LayerSearch). All layers move in each pilot
 run (they interact only through training). Pilot rows are ad hoc (``paths.results_dir=outputs/calibration``, never
 judged). It prints each pilot and the ``method.per_layer`` block to write into a new experiment file, whose header
-should state the rule and the pilot count; the judged runs come after, from a clean commit.
+should state the rule and the pilot count; the judged runs come after, from a clean commit. When no pilot puts every
+layer within tolerance (a layer's share can follow the other layers' density more than its own c), ``--fallback
+overall`` takes the pilot nearest the targets' overall kept share instead: equal compression, unequal shares.
 """
 from __future__ import annotations
 
@@ -98,8 +100,29 @@ def calibrate(run, start: dict[str, float], targets: dict[str, float], max_runs:
         for name in off:
             searches[name].update(shares[name], targets[name])
         shares = None
-    raise SystemExit(f"not calibrated after {max_runs} pilot runs: layers {sorted(off)} still more than "
-                     f"{rel_tol:.0%} off their targets (last pilot {pilots[-1]}); raise --max-runs")
+    raise NotCalibrated(f"not calibrated after {max_runs} pilot runs: layers {sorted(off)} still more than "
+                        f"{rel_tol:.0%} off their targets (last pilot {pilots[-1]}); raise --max-runs, or take "
+                        f"--fallback overall", pilots)
+
+
+class NotCalibrated(SystemExit):
+    """No pilot put every layer within tolerance; ``pilots`` holds them all."""
+
+    def __init__(self, message: str, pilots: list[dict]):
+        super().__init__(message)
+        self.pilots = pilots
+
+
+def overall_share(shares: dict[str, float], sizes: dict[str, int]) -> float:
+    """Kept % over all the layers' weights together (what sets the overall compression ratio)."""
+    return sum(shares[n] * sizes[n] for n in sizes) / sum(sizes.values())
+
+
+def closest_overall(pilots: list[dict], targets: dict[str, float], sizes: dict[str, int]) -> dict:
+    """The pilot whose overall kept share is nearest (relatively) the targets' overall share: the fallback when
+    the per-layer search does not converge, equal compression without equal per-layer shares."""
+    want = overall_share(targets, sizes)
+    return min(pilots, key=lambda p: abs(overall_share(p["shares"], sizes) / want - 1))
 
 
 def start_model_guides(checkpoint_path: str, layers) -> dict:
@@ -113,6 +136,14 @@ def start_model_guides(checkpoint_path: str, layers) -> dict:
         w, b = state[f"{name}.weight"], state.get(f"{name}.bias")
         return lambda c: 100.0 * float((w.abs() >= dns_thresholds(w, b, c)[2]).double().mean())
     return {name: guide(name) for name in layers}
+
+
+def start_model_sizes(checkpoint_path: str, layers) -> dict[str, int]:
+    """Weights per layer of the start model."""
+    import torch
+    blob = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    state = blob.get("model", blob)
+    return {name: state[f"{name}.weight"].numel() for name in layers}
 
 
 def pilot_runner(experiment: str, seed: int, out_dir: str):
@@ -164,6 +195,9 @@ def main() -> int:
     ap.add_argument("--max-runs", type=int, default=8)
     ap.add_argument("--rel-tol", type=float, default=0.1)
     ap.add_argument("--step", type=float, default=1.0, help="c step while no bracket is found and no start model")
+    ap.add_argument("--fallback", choices=["none", "overall"], default="none",
+                    help="when no pilot puts every layer within --rel-tol: fail (none), or print the pilot nearest "
+                         "the targets' overall kept share (overall; equal compression, unequal per-layer shares)")
     a = ap.parse_args()
     cfg = compose_experiment(a.experiment, a.seed)
     start = experiment_c(cfg)
@@ -174,10 +208,19 @@ def main() -> int:
     guides = start_model_guides(os.path.join(ROOT, ckpt), start) if ckpt and os.path.exists(os.path.join(ROOT, ckpt)) else None
     print(f"targets (kept %, mean of {a.target}'s judged rows): {targets}; start c: {start}; "
           f"own row at the start c: {known}; guided by the start model: {ckpt if guides else 'no'}", flush=True)
-    c, pilots = calibrate(pilot_runner(a.experiment, a.seed, os.path.join(ROOT, "outputs", "calibration")),
-                          start, targets, a.max_runs, a.rel_tol, a.step, guides, known)
+    try:
+        c, pilots = calibrate(pilot_runner(a.experiment, a.seed, os.path.join(ROOT, "outputs", "calibration")),
+                              start, targets, a.max_runs, a.rel_tol, a.step, guides, known)
+        how = "calibrated per layer"
+    except NotCalibrated as failed:
+        if a.fallback != "overall" or not guides:
+            raise
+        print(failed, flush=True)
+        pilots = failed.pilots
+        best = closest_overall(pilots, targets, start_model_sizes(os.path.join(ROOT, ckpt), start))
+        c, how = best["c"], "NOT calibrated per layer; fallback: the pilot nearest the targets' overall kept share"
     ran = sum(p["ran"] for p in pilots)
-    print(f"calibrated after {ran} pilot run(s) ({len(pilots) - ran} known row); method.per_layer for the new "
+    print(f"{how}, after {ran} pilot run(s) ({len(pilots) - ran} known row); method.per_layer for the new "
           f"experiment file:")
     print("  per_layer:\n" + "\n".join(f"    {n}: {{c_rate: {v:.4f}}}" for n, v in c.items()))
     for p in pilots:

@@ -78,3 +78,21 @@ def test_targets_are_the_clean_rows_mean(tmp_path):
     assert calibrate_dns.target_shares("dns", "x", str(tmp_path)) == {"conv1": 21.0}
     with pytest.raises(SystemExit, match="no clean rows of y"):
         calibrate_dns.target_shares("dns", "y", str(tmp_path))
+
+
+def test_fallback_takes_the_pilot_nearest_the_overall_kept_share():
+    # the 2026-12-02 no-splice pilots (shares %, rounded) against the splice arm's targets, LeNet-5 weight counts
+    sizes = {"conv1": 500, "conv2": 25000, "fc1": 400000, "fc2": 5000}
+    targets = {"conv1": 23.53, "conv2": 3.574, "fc1": 0.6868, "fc2": 4.118}
+    pilots = [{"c": {"fc1": 2.34}, "shares": {"conv1": 40.96, "conv2": 8.651, "fc1": 0.8961, "fc2": 11.28}},
+              {"c": {"fc1": 2.45}, "shares": {"conv1": 31.92, "conv2": 4.866, "fc1": 0.5698, "fc2": 6.986}},
+              {"c": {"fc1": 2.41}, "shares": {"conv1": 27.12, "conv2": 4.040, "fc1": 0.5608, "fc2": 5.788}}]
+    assert calibrate_dns.overall_share(targets, sizes) == pytest.approx(0.9209, abs=1e-4)
+    assert calibrate_dns.closest_overall(pilots, targets, sizes) is pilots[1]     # 0.930 % kept, 1 % off
+
+
+def test_a_failed_search_carries_its_pilots():
+    run, _ = _fake_run({"conv1": _exp(50.0)})
+    with pytest.raises(calibrate_dns.NotCalibrated) as failed:
+        calibrate_dns.calibrate(run, {"conv1": 0.0}, {"conv1": 5.0}, max_runs=2, rel_tol=0.1, step=1.0)
+    assert [p["c"]["conv1"] for p in failed.value.pilots] == [0.0, 1.0]
