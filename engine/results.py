@@ -183,6 +183,11 @@ def _records(path: str) -> list[dict]:
     return rows
 
 
+def from_clean_commit(row: dict) -> bool:
+    """The row was made from committed code (``git_dirty`` false, however the CSV spelled it)."""
+    return str(row.get("git_dirty")).lower() in ("false", "0")
+
+
 def read_rows(path: str) -> list[dict]:
     """Rows of a results CSV as dicts (``extra`` decoded); fails naming the file and the missing columns."""
     rows = _records(path)

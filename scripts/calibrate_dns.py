@@ -30,13 +30,13 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from engine.results import read_rows  # noqa: E402
+from engine.results import from_clean_commit, read_rows  # noqa: E402
 
 
 def target_shares(paper: str, experiment: str, results_dir: str) -> dict[str, float]:
     """Mean kept share (%) per layer over the judged-ready (clean) rows of ``experiment``."""
     rows = [r for r in read_rows(os.path.join(results_dir, f"{paper}.csv"))
-            if r["experiment"] == experiment and str(r["git_dirty"]).lower() in ("false", "0")]
+            if r["experiment"] == experiment and from_clean_commit(r)]
     if not rows:
         raise SystemExit(f"no clean rows of {experiment} in {results_dir}/{paper}.csv: run its grid first")
     layers = rows[0]["extra"]["remaining_pct_by_layer"]
@@ -63,9 +63,8 @@ class LayerSearch:
             (c0, s0), (c1, s1) = low, high
             frac = (math.log(s0) - math.log(target)) / (math.log(s0) - math.log(s1)) if s1 > 0 else 0.5
             self.c = c0 + min(max(frac, 0.02), 0.98) * (c1 - c0)
-        elif self.guide is not None and share > 0 and self.guide(self.c) > 0:
-            scale = share / self.guide(self.c)
-            self.c = solve_decreasing(lambda c: scale * self.guide(c), target,
+        elif self.guide is not None and share > 0 and (at_c := self.guide(self.c)) > 0:
+            self.c = solve_decreasing(lambda c: share / at_c * self.guide(c), target,
                                       self.c - 10 * self.step, self.c + 10 * self.step)
         else:
             self.c = self.c + (self.step if low is not None else -self.step)
@@ -91,9 +90,10 @@ def calibrate(run, start: dict[str, float], targets: dict[str, float], max_runs:
     shares = known
     for _ in range(max_runs + (known is not None)):
         c_now = {name: s.c for name, s in searches.items()}
-        if shares is None:
+        ran = shares is None
+        if ran:
             shares = run(c_now)
-        pilots.append({"c": c_now, "shares": shares, "ran": not (known is not None and len(pilots) == 0)})
+        pilots.append({"c": c_now, "shares": shares, "ran": ran})
         off = {n for n in targets if abs(shares[n] / targets[n] - 1) > rel_tol}
         if not off:
             return c_now, pilots
@@ -125,12 +125,16 @@ def closest_overall(pilots: list[dict], targets: dict[str, float], sizes: dict[s
     return min(pilots, key=lambda p: abs(overall_share(p["shares"], sizes) / want - 1))
 
 
-def start_model_guides(checkpoint_path: str, layers) -> dict:
-    """Per layer, c -> % of the start model's weights at or above DNS's prune threshold a(c) (methods/dns.py)."""
+def start_model_state(checkpoint_path: str) -> dict:
+    """The start model's state dict (a suite checkpoint's ``model``, or a bare state dict)."""
     import torch
-    from methods.dns import dns_thresholds
     blob = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    state = blob.get("model", blob)
+    return blob.get("model", blob)
+
+
+def start_model_guides(state: dict, layers) -> dict:
+    """Per layer, c -> % of the start model's weights at or above DNS's prune threshold a(c) (methods/dns.py)."""
+    from methods.dns import dns_thresholds
 
     def guide(name):
         w, b = state[f"{name}.weight"], state.get(f"{name}.bias")
@@ -138,11 +142,8 @@ def start_model_guides(checkpoint_path: str, layers) -> dict:
     return {name: guide(name) for name in layers}
 
 
-def start_model_sizes(checkpoint_path: str, layers) -> dict[str, int]:
+def start_model_sizes(state: dict, layers) -> dict[str, int]:
     """Weights per layer of the start model."""
-    import torch
-    blob = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    state = blob.get("model", blob)
     return {name: state[f"{name}.weight"].numel() for name in layers}
 
 
@@ -183,7 +184,7 @@ def own_row_shares(cfg, results_dir: str) -> dict[str, float] | None:
         return None
     want = config_hash(cfg)
     rows = [r for r in read_rows(path) if r["experiment"] == cfg.name and str(r["seed"]) == str(cfg.seed)
-            and r["config_hash"] == want and str(r["git_dirty"]).lower() in ("false", "0")]
+            and r["config_hash"] == want and from_clean_commit(r)]
     return rows[-1]["extra"]["remaining_pct_by_layer"] if rows else None
 
 
@@ -205,7 +206,8 @@ def main() -> int:
     targets = target_shares(cfg.paper, a.target.split("/")[-1], results_dir)
     known = own_row_shares(cfg, results_dir)
     ckpt = cfg.trainer.get("init_checkpoint")
-    guides = start_model_guides(os.path.join(ROOT, ckpt), start) if ckpt and os.path.exists(os.path.join(ROOT, ckpt)) else None
+    state = start_model_state(os.path.join(ROOT, ckpt)) if ckpt and os.path.exists(os.path.join(ROOT, ckpt)) else None
+    guides = start_model_guides(state, start) if state else None
     print(f"targets (kept %, mean of {a.target}'s judged rows): {targets}; start c: {start}; "
           f"own row at the start c: {known}; guided by the start model: {ckpt if guides else 'no'}", flush=True)
     try:
@@ -213,11 +215,11 @@ def main() -> int:
                               start, targets, a.max_runs, a.rel_tol, a.step, guides, known)
         how = "calibrated per layer"
     except NotCalibrated as failed:
-        if a.fallback != "overall" or not guides:
+        if a.fallback != "overall" or not state:
             raise
         print(failed, flush=True)
         pilots = failed.pilots
-        best = closest_overall(pilots, targets, start_model_sizes(os.path.join(ROOT, ckpt), start))
+        best = closest_overall(pilots, targets, start_model_sizes(state, start))
         c, how = best["c"], "NOT calibrated per layer; fallback: the pilot nearest the targets' overall kept share"
     ran = sum(p["ran"] for p in pilots)
     print(f"{how}, after {ran} pilot run(s) ({len(pilots) - ran} known row); method.per_layer for the new "

@@ -9,7 +9,7 @@ import sys
 from hydra import compose, initialize_config_dir
 
 from engine.provenance import config_hash
-from engine.results import read_rows
+from engine.results import from_clean_commit, read_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,7 +22,7 @@ def main(experiment: str, seed: str) -> int:
         return 1
     want = config_hash(cfg)
     hit = any(r["experiment"] == cfg.name and str(r["seed"]) == str(seed) and r["config_hash"] == want
-              and str(r["git_dirty"]).lower() in ("false", "0") for r in read_rows(path))
+              and from_clean_commit(r) for r in read_rows(path))
     return 0 if hit else 1
 
 

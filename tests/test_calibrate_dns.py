@@ -65,7 +65,9 @@ def test_a_layer_that_keeps_too_much_steps_up_and_a_hopeless_search_names_the_la
 def test_start_model_guide_is_the_share_at_or_above_the_dns_prune_threshold(tmp_path):
     w = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
     torch.save({"model": {"fc1.weight": w, "fc1.bias": torch.zeros(1)}}, tmp_path / "start.pt")
-    guide = calibrate_dns.start_model_guides(str(tmp_path / "start.pt"), ["fc1"])["fc1"]
+    state = calibrate_dns.start_model_state(str(tmp_path / "start.pt"))
+    assert calibrate_dns.start_model_sizes(state, ["fc1"]) == {"fc1": 4}
+    guide = calibrate_dns.start_model_guides(state, ["fc1"])["fc1"]
     # nonzero |w|: mu = 0.25, std = sqrt(0.075 - 0.0625) = 0.1118; a(0) = 0.225 keeps 0.3, 0.4; a(-2) = 0 keeps all
     assert guide(0.0) == 50.0 and guide(-2.0) == 100.0 and guide(2.0) == 0.0
 
