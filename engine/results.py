@@ -188,6 +188,15 @@ def from_clean_commit(row: dict) -> bool:
     return str(row.get("git_dirty")).lower() in ("false", "0")
 
 
+def clean_rows_of(path: str, experiment: str, seed, config_hash: str) -> list[dict]:
+    """Rows of ``path`` (none when the file is missing) from a clean commit for this experiment name, seed and
+    config hash, oldest first: the rows a resumable grid or a calibration counts as already run."""
+    if not os.path.exists(path):
+        return []
+    return [r for r in read_rows(path) if r["experiment"] == experiment and str(r["seed"]) == str(seed)
+            and r["config_hash"] == config_hash and from_clean_commit(r)]
+
+
 def read_rows(path: str) -> list[dict]:
     """Rows of a results CSV as dicts (``extra`` decoded); fails naming the file and the missing columns."""
     rows = _records(path)

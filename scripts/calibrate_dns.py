@@ -30,7 +30,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from engine.results import from_clean_commit, read_rows  # noqa: E402
+from engine.results import clean_rows_of, from_clean_commit, read_rows  # noqa: E402
 
 
 def target_shares(paper: str, experiment: str, results_dir: str) -> dict[str, float]:
@@ -179,12 +179,7 @@ def own_row_shares(cfg, results_dir: str) -> dict[str, float] | None:
     """Kept share per layer of the experiment's own clean row at this seed and its current config hash (the pilot
     at its start c, already run), or None."""
     from engine.provenance import config_hash
-    path = os.path.join(results_dir, f"{cfg.paper}.csv")
-    if not os.path.exists(path):
-        return None
-    want = config_hash(cfg)
-    rows = [r for r in read_rows(path) if r["experiment"] == cfg.name and str(r["seed"]) == str(cfg.seed)
-            and r["config_hash"] == want and from_clean_commit(r)]
+    rows = clean_rows_of(os.path.join(results_dir, f"{cfg.paper}.csv"), cfg.name, cfg.seed, config_hash(cfg))
     return rows[-1]["extra"]["remaining_pct_by_layer"] if rows else None
 
 

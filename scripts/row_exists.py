@@ -9,7 +9,7 @@ import sys
 from hydra import compose, initialize_config_dir
 
 from engine.provenance import config_hash
-from engine.results import from_clean_commit, read_rows
+from engine.results import clean_rows_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -18,12 +18,7 @@ def main(experiment: str, seed: str) -> int:
     with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base=None):
         cfg = compose("config", overrides=[f"experiment={experiment}", f"seed={seed}"])
     path = os.path.join(cfg.paths.results_dir, f"{cfg.paper}.csv")   # as the run's own row would resolve it
-    if not os.path.exists(path):
-        return 1
-    want = config_hash(cfg)
-    hit = any(r["experiment"] == cfg.name and str(r["seed"]) == str(seed) and r["config_hash"] == want
-              and from_clean_commit(r) for r in read_rows(path))
-    return 0 if hit else 1
+    return 0 if clean_rows_of(path, cfg.name, seed, config_hash(cfg)) else 1
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@ import multiprocessing as mp
 
 import pytest
 
-from engine.results import COLUMNS, ResultsError, append_row, read_rows
+from engine.results import COLUMNS, ResultsError, append_row, clean_rows_of, read_rows
 
 
 def _writer(path, worker, n):
@@ -38,3 +38,14 @@ def test_a_file_with_another_header_is_not_appended_to(tmp_path):
         append_row(str(path), {"run_id": "x"})
     with pytest.raises(ResultsError, match=r"old.csv: missing columns"):
         read_rows(str(path))
+
+
+def test_clean_rows_of_counts_only_committed_rows_of_that_experiment_seed_and_hash(tmp_path):
+    path = str(tmp_path / "p.csv")
+    assert clean_rows_of(path, "a", 0, "h1") == []          # no file yet: nothing has run
+    base = {"experiment": "a", "seed": 0, "config_hash": "h1", "git_dirty": False}
+    for run_id, change in [("ok", {}), ("dirty", {"git_dirty": True}), ("unknown", {"git_dirty": ""}),
+                           ("other_seed", {"seed": 1}), ("old_hash", {"config_hash": "h0"}),
+                           ("other_exp", {"experiment": "b"}), ("ok2", {})]:
+        append_row(path, {**base, **change, "run_id": run_id})
+    assert [r["run_id"] for r in clean_rows_of(path, "a", "0", "h1")] == ["ok", "ok2"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from engine.references import stats
 from engine.references.rows import _float, row_value
 from engine.references.schema import Claim, Conventions
+from engine.results import from_clean_commit
 
 def _matches(row: dict, flt: dict) -> bool:
     for col, want in flt.items():
@@ -73,7 +74,7 @@ def _judged(row: dict) -> bool:
     """Rows marked by ``mark_judged``; unmarked rows (synthetic tests) count when paper/reduced and committed."""
     if "_judged" in row:
         return bool(row["_judged"])
-    return row.get("fidelity") in ("paper", "reduced") and str(row.get("git_dirty")) not in ("True", "true", "1")
+    return row.get("fidelity") in ("paper", "reduced") and from_clean_commit(row)
 
 
 def _row_id(row: dict) -> str:

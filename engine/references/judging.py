@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from engine.references.experiments import experiment_hashes
 from engine.references.rows import row_value
 from engine.references.schema import COMPLEXITY_METRICS, ROOT, Conventions, Entry, Metric
+from engine.results import from_clean_commit
 
 JUDGED_FIDELITIES = ("paper", "reduced")
 
@@ -27,7 +28,7 @@ def not_judged_reason(row: dict, current_hash: str | None) -> str:
     if fidelity not in JUDGED_FIDELITIES:
         note = row.get("fidelity_note")
         return f"fidelity {fidelity}" + (f" ({note})" if note else "")
-    if str(row.get("git_dirty")) in ("True", "true", "1"):
+    if not from_clean_commit(row):
         return "made from uncommitted code (git_dirty)"
     experiment = row.get("experiment_config")
     if not experiment:
