@@ -9,7 +9,7 @@ import torch.nn as nn
 from omegaconf import OmegaConf
 
 from methods import RunContext, build_method
-from methods.common.channel_pruning import REINIT_RULES, reinitialize
+from methods.common.channel_pruning import REINIT_RULES, Reinit, reinitialize, residual_branch_end_norms
 from models import build_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -112,3 +112,31 @@ def test_rules_accept_layers_without_bias():
     for rule in REINIT_RULES:
         net = reinitialize(nn.Sequential(nn.Linear(8, 4, bias=False)), torch.Generator().manual_seed(0), rule)
         assert net[0].bias is None and torch.isfinite(net[0].weight).all()
+
+
+def test_zero_residual_bn_makes_every_block_of_a_compact_resnet_start_as_its_shortcut():
+    """``method.zero_residual_bn``: only the BN ending each residual branch starts at weight 0 (27 on ResNet-56,
+    pruned or not), so each block computes relu(shortcut(x)) at init; every other draw is the rule's own."""
+    ctx = RunContext(num_classes=10, in_channels=3, image_size=32, device=torch.device("cpu"))
+    cfg = {"name": "l1_prune", "flops_reduction": 0.5, "init": "scratch", "latency": {"enabled": False}}
+    zeroed = build_method(OmegaConf.create({**cfg, "zero_residual_bn": True}))
+    plain = build_method(OmegaConf.create(cfg))
+    torch.manual_seed(0)
+    a = zeroed.transform(build_model("resnet56", num_classes=10), ctx)
+    torch.manual_seed(0)
+    b = plain.transform(build_model("resnet56", num_classes=10), ctx)
+    ends = {id(bn) for bn in residual_branch_end_norms(a)}
+    assert len(ends) == 27
+    for (name, m), m_plain in zip(a.named_modules(), b.modules()):
+        if isinstance(m, nn.BatchNorm2d):
+            assert torch.all(m.weight == (0.0 if id(m) in ends else 1.0)), name
+        elif isinstance(m, (nn.Conv2d, nn.Linear)):
+            torch.testing.assert_close(m.weight, m_plain.weight, rtol=0, atol=0, msg=name)
+    block = a.layer2[0].eval()
+    x = torch.randn(2, block.conv1.in_channels, 8, 8)
+    torch.testing.assert_close(block(x), torch.relu(block.shortcut(x)))
+
+
+def test_zero_residual_bn_on_a_net_without_residual_blocks_says_so():
+    with pytest.raises(ValueError, match="zero_residual_bn=true: CifarVGG has no residual blocks"):
+        reinitialize(build_model("vgg16", num_classes=10), None, Reinit("fan_out", zero_residual_bn=True))

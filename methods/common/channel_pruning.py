@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import ast
 import copy
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+from torchvision.models import resnet as tv_resnet
 
 from core.complexity import measure
+from models.cifar_resnet import BasicBlockA
+from models.resnet import BasicBlock
 from models.channels import (Group, GroupSpec, IndexShortcut, ShortcutLink, _set_module, _shortcut_module,  # noqa: F401
                              apply_channel_config, canonical_shortcut_map, channel_groups, load_compact,
                              prune_channels, save_compact)
@@ -198,22 +202,49 @@ def _checked_rule(rule: str | None) -> str | None:
     return rule
 
 
-def reinit_rule(cfg) -> str | None:
-    """The ``method.reinit`` rule a from-scratch method re-initialises with, checked at construction (None:
-    ``fan_out``; unset, it keeps the config hash of every row made before the rules existed)."""
-    return _checked_rule(cfg.get("reinit"))
+@dataclass(frozen=True)
+class Reinit:
+    """How a from-scratch method re-initialises: ``rule`` (``REINIT_RULES``; None: ``fan_out``) and
+    ``zero_residual_bn``: the BN that ends each residual branch starts at weight 0, so every block starts as its
+    shortcut (Goyal et al. 2017, torchvision's ``zero_init_residual``). In none of the suite's pruning papers: a
+    labelled deviation that takes the seed-dependent init transient of short from-scratch runs out of a
+    comparison (docs/pruning.md)."""
+    rule: str | None = None
+    zero_residual_bn: bool = False
 
 
-def reinitialize(model: nn.Module, generator: torch.Generator | None = None, rule: str | None = None) -> nn.Module:
-    """Fresh random weights for every layer (training a compact model from scratch) by ``rule`` (``REINIT_RULES``;
-    None: ``fan_out``, the rule of every row made before the official rules); BN layers are reset (weight 1, bias
-    0, fresh running statistics) before the rule sees them. Draws from ``generator`` when given (a method's own
-    generator, so a resumed run repeats the same init)."""
-    init = REINIT_RULES[_checked_rule(rule) or "fan_out"]
+def reinit_rule(cfg) -> Reinit:
+    """``method.reinit`` and ``method.zero_residual_bn``, checked at construction (reinit None: ``fan_out``; both
+    unset, they keep the config hash of every row made before them)."""
+    return Reinit(_checked_rule(cfg.get("reinit")), bool(cfg.get("zero_residual_bn", False)))
+
+
+def residual_branch_end_norms(model: nn.Module) -> list[nn.Module]:
+    """The BN that ends each residual branch (``bn2`` of basic blocks, ``bn3`` of bottlenecks) of the suite's
+    ResNets, compact forms included; fails naming the model when it has none."""
+    blocks = (BasicBlockA, BasicBlock, tv_resnet.BasicBlock, tv_resnet.Bottleneck)
+    norms = [m.bn3 if isinstance(m, tv_resnet.Bottleneck) else m.bn2 for m in model.modules() if isinstance(m, blocks)]
+    if not norms:
+        raise ValueError(f"method.zero_residual_bn=true: {type(model).__name__} has no residual blocks; "
+                         "set it false for this model")
+    return norms
+
+
+def reinitialize(model: nn.Module, generator: torch.Generator | None = None,
+                 rule: str | Reinit | None = None) -> nn.Module:
+    """Fresh random weights for every layer (training a compact model from scratch) by ``rule`` (a ``Reinit``, or
+    a ``REINIT_RULES`` name; None: ``fan_out``, the rule of every row made before the official rules); BN layers
+    are reset (weight 1, bias 0, fresh running statistics) before the rule sees them. Draws from ``generator``
+    when given (a method's own generator, so a resumed run repeats the same init)."""
+    spec = rule if isinstance(rule, Reinit) else Reinit(rule)
+    init = REINIT_RULES[_checked_rule(spec.rule) or "fan_out"]
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.reset_parameters()
         init(m, generator)
+    if spec.zero_residual_bn:
+        for bn in residual_branch_end_norms(model):
+            nn.init.zeros_(bn.weight)
     return model
 
 
@@ -240,4 +271,5 @@ def dead_channel_model(model: nn.Module, keep: dict, spec: GroupSpec | None = No
 __all__ = ["Group", "GroupSpec", "ShortcutLink", "IndexShortcut", "channel_groups", "prune_channels",
            "apply_channel_config", "save_compact", "load_compact", "filter_l1", "top_k", "kept_width",
            "parse_rates", "rate_layout", "counts_from_rates", "SCOPES", "scope_groups", "uniform_rate_for_flops",
-           "reinitialize", "reinit_rule", "REINIT_RULES", "canonical_shortcut_map", "dead_channel_model"]
+           "reinitialize", "reinit_rule", "Reinit", "REINIT_RULES", "residual_branch_end_norms",
+           "canonical_shortcut_map", "dead_channel_model"]
