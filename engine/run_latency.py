@@ -10,6 +10,13 @@ and 64, one thread, median of repeated runs) and sets the two columns on the run
 at which commit; ``extra.latency`` gets the batch-64 figure too. Nothing else in the row changes. A row that already
 has a latency is left alone unless ``--force``. Run it while nothing else loads the CPU (``flock`` on the queue's
 lock file, as the reproduce scripts do).
+
+    python -m engine.run_latency --rows results/runs/dns.csv
+
+Rows whose run folder is gone: for methods whose trained state changes weight VALUES only, never the computation
+(``ARCHITECTURE_FROM_CONFIG``: dense baselines, DNS masks, INQ levels; all run on the dense kernels), the model is
+rebuilt untrained from the row's experiment file at the row's seed and timed the same way. Only rows whose file
+still composes to the row's config hash are filled, and ``latency_device`` says the model was rebuilt untrained.
 """
 from __future__ import annotations
 
@@ -25,6 +32,8 @@ from engine import checkpoint, provenance
 from engine.results import ResultsError, read_rows, update_row
 from engine.binary_export import rebuild_model
 from engine.runner import measured_latency, results_path
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_files(run_dir: str) -> tuple[str, str]:
@@ -73,12 +82,77 @@ def fill_row_latency(run_dir: str, results_dir: str | None = None, force: bool =
     return lat
 
 
+ARCHITECTURE_FROM_CONFIG = ("baseline", "dns", "inq")
+
+
+def compose_row_config(row: dict):
+    """The row's experiment file composed at its seed, as ``train.py experiment=<file> seed=<seed>`` composes it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=[f"experiment={row['experiment_config']}",
+                                                        f"seed={row['seed']}"])
+
+
+def why_not_rebuildable(row: dict) -> str:
+    """"" when the row's model can be rebuilt untrained from its experiment file and timed, else why not."""
+    if row["method"] not in ARCHITECTURE_FROM_CONFIG:
+        return (f"method {row['method']}: its trained state fixes the architecture (give the run folder instead); "
+                f"rebuilt untrained only: {', '.join(ARCHITECTURE_FROM_CONFIG)}")
+    if not row.get("experiment_config"):
+        return "no experiment file recorded"
+    if not os.path.exists(os.path.join(ROOT, "conf", "experiment", f"{row['experiment_config']}.yaml")):
+        return f"conf/experiment/{row['experiment_config']}.yaml no longer exists"
+    return ""
+
+
+def fill_rows_from_experiments(csv_path: str, force: bool = False) -> list[tuple[str, str]]:
+    """Latency for the rows of ``csv_path`` that have none (every row with ``force``), each timed on its model rebuilt
+    untrained from its experiment file; returns (run id, what happened) per row considered."""
+    done = []
+    for row in read_rows(csv_path):
+        if row.get("latency_ms") and not force:
+            continue
+        why = why_not_rebuildable(row)
+        cfg = None if why else compose_row_config(row)
+        if cfg is not None and provenance.config_hash(cfg) != row["config_hash"]:
+            why = (f"conf/experiment/{row['experiment_config']}.yaml composes to another config hash now "
+                   f"({provenance.config_hash(cfg)} vs the row's {row['config_hash']})")
+        if why:
+            done.append((row["run_id"], f"skipped: {why}"))
+            continue
+        model, method = rebuild_model(OmegaConf.to_container(cfg, resolve=True), None)
+        data = cfg.data
+        lat = measured_latency(*method.deployed(model.eval()),
+                               (int(data.in_channels), int(data.image_size), int(data.image_size)))
+        sha, dirty = provenance.git_info()
+        when = (f"measured after the run on its model rebuilt untrained from conf/experiment/"
+                f"{row['experiment_config']}.yaml ({date.today().isoformat()}, commit {sha[:7]}"
+                f"{', dirty' if dirty else ''}; {row['method']} runs the dense kernels, so the weights' values do "
+                "not change the time)")
+        update_row(csv_path, row["run_id"], {"latency_ms": lat["latency_ms"],
+                                             "latency_device": f"{lat['device']}; {when}",
+                                             "extra": {"latency": {**lat, "measured_after_run": when}}})
+        done.append((row["run_id"], f"{lat['latency_ms']:.3f} ms at batch 1, {lat['latency_ms_b64']:.2f} ms at "
+                                    f"batch 64"))
+    return done
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m engine.run_latency", description=__doc__.split("\n")[0])
-    ap.add_argument("run_dirs", nargs="+", help="folders of finished train.py runs (holding final.pt and row.json)")
+    ap.add_argument("run_dirs", nargs="*", help="folders of finished train.py runs (holding final.pt and row.json)")
     ap.add_argument("--results-dir", help="the folder of the rows' CSVs (default: each run's paths.results_dir)")
+    ap.add_argument("--rows", metavar="CSV", help="a results CSV: fill its rows without latency whose model rebuilds "
+                                                  "untrained from the experiment file (run folders gone)")
     ap.add_argument("--force", action="store_true", help="measure again where a row already has a latency")
     args = ap.parse_args(argv)
+    if not args.run_dirs and not args.rows:
+        ap.error("give run folders, or --rows <results CSV>")
+    if args.rows:
+        for run_id, what in fill_rows_from_experiments(args.rows, args.force):
+            print(f"{run_id}: {what}", flush=True)
     for run_dir in args.run_dirs:
         lat = fill_row_latency(run_dir, args.results_dir, args.force)
         print(f"{run_dir}: " + ("row already has a latency (--force measures again)" if lat is None else

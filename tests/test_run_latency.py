@@ -62,3 +62,26 @@ def test_update_row_changes_one_line_and_keeps_crlf_neighbours(tmp_path):
         update_row(path, "zz", {"latency_ms": 1})
     with pytest.raises(ResultsError, match="not in engine.results.COLUMNS"):
         update_row(path, "a", {"speed": 1})
+
+
+def test_rows_without_run_folder_are_timed_on_their_model_rebuilt_from_the_experiment_file(tmp_path):
+    """--rows: only rows whose method's trained state changes weight values only, and whose experiment file still
+    composes to the row's config hash, get a latency (labelled as rebuilt untrained); the others say why not."""
+    from engine.provenance import config_hash
+    from engine.run_latency import compose_row_config, fill_rows_from_experiments
+    base = {"experiment_config": "dns/mnist_lenet5", "seed": 1, "method": "dns", "git_dirty": False}
+    current = config_hash(compose_row_config(base))
+    path = str(tmp_path / "dns.csv")
+    for run_id, change in [("now", {"config_hash": current}), ("old", {"config_hash": "0123456789ab"}),
+                           ("searched", {"config_hash": current, "method": "ucp"}),
+                           ("timed", {"config_hash": current, "latency_ms": 9.0, "latency_device": "cpu"})]:
+        append_row(path, {**base, **change, "run_id": run_id})
+    done = dict(fill_rows_from_experiments(path))
+    assert set(done) == {"now", "old", "searched"}
+    assert done["old"].startswith("skipped: conf/experiment/dns/mnist_lenet5.yaml composes to another config hash")
+    assert done["searched"].startswith("skipped: method ucp: its trained state fixes the architecture")
+    rows = {r["run_id"]: r for r in read_rows(path)}
+    assert float(rows["now"]["latency_ms"]) > 0 and rows["old"]["latency_ms"] == "" == rows["searched"]["latency_ms"]
+    assert "rebuilt untrained from conf/experiment/dns/mnist_lenet5.yaml" in rows["now"]["latency_device"]
+    assert rows["now"]["extra"]["latency"]["latency_ms_b64"] > 0
+    assert rows["timed"]["latency_ms"] == "9.0"
