@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 from engine import checkpoint, provenance
 from engine.results import ResultsError, read_rows, update_row
 from engine.binary_export import rebuild_model
+from engine.references.experiments import compose_experiment
 from engine.runner import measured_latency, results_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,9 +50,22 @@ def deployed_latency(blob: dict, final_path: str) -> dict:
     """``measured_latency`` of the deployed form of the model in a run's loaded ``final.pt`` (``blob``)."""
     model, method = rebuild_model(blob["config"], blob.get("method"))
     checkpoint.load_weights(model, blob, final_path, str(blob["config"]["model"]["name"]))
-    data = blob["config"]["data"]
+    return _timed(model, method, blob["config"]["data"])
+
+
+def _timed(model, method, data) -> dict:
+    """``measured_latency`` of ``method``'s deployed form of ``model`` at the run config's input size."""
     return measured_latency(*method.deployed(model.eval()),
                             (int(data["in_channels"]), int(data["image_size"]), int(data["image_size"])))
+
+
+def _write_latency(csv_path: str, run_id: str, lat: dict, how: str) -> None:
+    """Set the row's latency columns (and ``extra.latency``), saying ``how`` it was measured, when and at which
+    commit; nothing else in the row changes."""
+    sha, dirty = provenance.git_info()
+    when = f"measured after the run {how} ({date.today().isoformat()}, commit {sha[:7]}{', dirty' if dirty else ''})"
+    update_row(csv_path, run_id, {"latency_ms": lat["latency_ms"], "latency_device": f"{lat['device']}; {when}",
+                                  "extra": {"latency": {**lat, "measured_after_run": when}}})
 
 
 def fill_row_latency(run_dir: str, results_dir: str | None = None, force: bool = False) -> dict | None:
@@ -74,26 +88,11 @@ def fill_row_latency(run_dir: str, results_dir: str | None = None, force: bool =
     if row.get("latency_ms") and not force:
         return None
     lat = deployed_latency(blob, final)
-    sha, dirty = provenance.git_info()
-    when = f"measured after the run from its final.pt ({date.today().isoformat()}, commit {sha[:7]}" \
-           f"{', dirty' if dirty else ''})"
-    update_row(csv_path, run_id, {"latency_ms": lat["latency_ms"], "latency_device": f"{lat['device']}; {when}",
-                                  "extra": {"latency": {**lat, "measured_after_run": when}}})
+    _write_latency(csv_path, run_id, lat, "from its final.pt")
     return lat
 
 
 ARCHITECTURE_FROM_CONFIG = ("baseline", "dns", "inq")
-
-
-def compose_row_config(row: dict):
-    """The row's experiment file composed at its seed, as ``train.py experiment=<file> seed=<seed>`` composes it."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=[f"experiment={row['experiment_config']}",
-                                                        f"seed={row['seed']}"])
 
 
 def why_not_rebuildable(row: dict) -> str:
@@ -116,25 +115,19 @@ def fill_rows_from_experiments(csv_path: str, force: bool = False) -> list[tuple
         if row.get("latency_ms") and not force:
             continue
         why = why_not_rebuildable(row)
-        cfg = None if why else compose_row_config(row)
-        if cfg is not None and provenance.config_hash(cfg) != row["config_hash"]:
+        cfg = None if why else compose_experiment(row["experiment_config"], row["seed"])
+        current = cfg is not None and provenance.config_hash(cfg)
+        if current and current != row["config_hash"]:
             why = (f"conf/experiment/{row['experiment_config']}.yaml composes to another config hash now "
-                   f"({provenance.config_hash(cfg)} vs the row's {row['config_hash']})")
+                   f"({current} vs the row's {row['config_hash']})")
         if why:
             done.append((row["run_id"], f"skipped: {why}"))
             continue
         model, method = rebuild_model(OmegaConf.to_container(cfg, resolve=True), None)
-        data = cfg.data
-        lat = measured_latency(*method.deployed(model.eval()),
-                               (int(data.in_channels), int(data.image_size), int(data.image_size)))
-        sha, dirty = provenance.git_info()
-        when = (f"measured after the run on its model rebuilt untrained from conf/experiment/"
-                f"{row['experiment_config']}.yaml ({date.today().isoformat()}, commit {sha[:7]}"
-                f"{', dirty' if dirty else ''}; {row['method']} runs the dense kernels, so the weights' values do "
-                "not change the time)")
-        update_row(csv_path, row["run_id"], {"latency_ms": lat["latency_ms"],
-                                             "latency_device": f"{lat['device']}; {when}",
-                                             "extra": {"latency": {**lat, "measured_after_run": when}}})
+        lat = _timed(model, method, cfg.data)
+        _write_latency(csv_path, row["run_id"], lat,
+                       f"on its model rebuilt untrained from conf/experiment/{row['experiment_config']}.yaml; "
+                       f"{row['method']} runs the dense kernels, so the weights' values do not change the time")
         done.append((row["run_id"], f"{lat['latency_ms']:.3f} ms at batch 1, {lat['latency_ms_b64']:.2f} ms at "
                                     f"batch 64"))
     return done

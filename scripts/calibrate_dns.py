@@ -30,6 +30,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from engine.references.experiments import compose_experiment  # noqa: E402
 from engine.results import clean_rows_of, from_clean_commit, read_rows  # noqa: E402
 
 
@@ -161,12 +162,6 @@ def pilot_runner(experiment: str, seed: int, out_dir: str):
         print(json.dumps({"c": c_by_layer, "shares": shares}), flush=True)
         return shares
     return run
-
-
-def compose_experiment(experiment: str, seed: int):
-    from hydra import compose, initialize_config_dir
-    with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base=None):
-        return compose("config", overrides=[f"experiment={experiment}", f"seed={seed}"])
 
 
 def experiment_c(cfg) -> dict[str, float]:

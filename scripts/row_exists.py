@@ -6,17 +6,13 @@ Usage: python scripts/row_exists.py <group>/<name> <seed>"""
 import os
 import sys
 
-from hydra import compose, initialize_config_dir
-
 from engine.provenance import config_hash
+from engine.references.experiments import compose_experiment
 from engine.results import clean_rows_of
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main(experiment: str, seed: str) -> int:
-    with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base=None):
-        cfg = compose("config", overrides=[f"experiment={experiment}", f"seed={seed}"])
+    cfg = compose_experiment(experiment, seed)
     path = os.path.join(cfg.paths.results_dir, f"{cfg.paper}.csv")   # as the run's own row would resolve it
     return 0 if clean_rows_of(path, cfg.name, seed, config_hash(cfg)) else 1
 

@@ -68,9 +68,10 @@ def test_rows_without_run_folder_are_timed_on_their_model_rebuilt_from_the_exper
     """--rows: only rows whose method's trained state changes weight values only, and whose experiment file still
     composes to the row's config hash, get a latency (labelled as rebuilt untrained); the others say why not."""
     from engine.provenance import config_hash
-    from engine.run_latency import compose_row_config, fill_rows_from_experiments
+    from engine.references.experiments import compose_experiment
+    from engine.run_latency import fill_rows_from_experiments
     base = {"experiment_config": "dns/mnist_lenet5", "seed": 1, "method": "dns", "git_dirty": False}
-    current = config_hash(compose_row_config(base))
+    current = config_hash(compose_experiment("dns/mnist_lenet5", 1))
     path = str(tmp_path / "dns.csv")
     for run_id, change in [("now", {"config_hash": current}), ("old", {"config_hash": "0123456789ab"}),
                            ("searched", {"config_hash": current, "method": "ucp"}),

@@ -1,6 +1,7 @@
 """Experiment files (``conf/experiment/<paper>/<cell>.yaml``) as plain YAML, and methods' implementation status."""
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -123,28 +124,46 @@ def _conf_digest(conf_dir: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _compose_hashes(names: list[str], conf_dir: str) -> dict[str, str]:
-    from hydra import compose, initialize_config_dir
+@contextlib.contextmanager
+def _hydra_conf(conf_dir: str):
+    """Hydra initialised on ``conf_dir`` for the block, and a caller's own Hydra state put back afterwards."""
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-
-    from engine.provenance import config_hash
 
     gh = GlobalHydra.instance()
     saved = gh.hydra if gh.is_initialized() else None
     gh.clear()
-    out = {}
     try:
         with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-            for name in names:
-                if not os.path.exists(os.path.join(conf_dir, "experiment", f"{name}.yaml")):
-                    out[name] = "missing"
-                    continue
-                try:
-                    out[name] = config_hash(compose(config_name="config", overrides=[f"experiment={name}"]))
-                except Exception as e:   # noqa: BLE001 - reported per file, the others still hash
-                    out[name] = f"error: {str(e).splitlines()[0]}"
+            yield
     finally:
         GlobalHydra.instance().clear()
         if saved is not None:
             GlobalHydra.instance().initialize(saved)
+
+
+def compose_experiment(name: str, seed=None, conf_dir: str | os.PathLike = ROOT / "conf"):
+    """``conf/experiment/<name>.yaml`` composed as ``train.py experiment=<name> [seed=<seed>]`` composes it."""
+    from hydra import compose
+
+    overrides = [f"experiment={name}"] + ([] if seed is None else [f"seed={seed}"])
+    with _hydra_conf(os.path.abspath(str(conf_dir))):
+        return compose(config_name="config", overrides=overrides)
+
+
+def _compose_hashes(names: list[str], conf_dir: str) -> dict[str, str]:
+    from hydra import compose
+
+    from engine.provenance import config_hash
+
+    out = {}
+    with _hydra_conf(conf_dir):
+        for name in names:
+            if not os.path.exists(os.path.join(conf_dir, "experiment", f"{name}.yaml")):
+                out[name] = "missing"
+                continue
+            try:
+                out[name] = config_hash(compose(config_name="config", overrides=[f"experiment={name}"]))
+            except Exception as e:   # noqa: BLE001 - reported per file, the others still hash
+                out[name] = f"error: {str(e).splitlines()[0]}"
     return out
