@@ -247,7 +247,7 @@ def _ssd_groups(model: nn.Module) -> GroupSpec:
     kept channels (their norm is over fewer channels), which fine-tuning absorbs like any other pruning error.
     """
     backbone = model.backbone
-    segments = ["stem", "down"] if hasattr(backbone, "stem") else \
+    segments = [f"levels.{i}" for i in range(len(backbone.levels))] if hasattr(backbone, "levels") else \
         ["features"] + [f"extra.{i}" for i in range(len(backbone.extra))]
     if len(segments) != len(model.head.classification_head.module_list):
         raise ValueError(f"channel pruning of {type(backbone).__name__}: {len(segments)} feature segments but "

@@ -81,32 +81,51 @@ def ssd300_vgg16(num_classes=21, in_channels=3, image_size=300, backbone_weights
 
 
 class TinyBackbone(nn.Module):
-    """Four stride-2 conv-BN-ReLU blocks (16, 32, 64, 64 channels); features at strides 8 and 16."""
+    """Three levels of 3x3 conv-BN-ReLU blocks; feature map ``i`` is the output of ``levels[i]``, at strides 8, 16
+    and 32. Level 0: 16 (stride 2), 32 (stride 2), 32, 64 (stride 2), 64 channels; levels 1 and 2: 64 (stride 2),
+    64. Receptive fields of the three outputs: 39, 87 and 183 pixels (before the 3x3 head convs)."""
+
+    LEVELS = (((16, 2), (32, 2), (32, 1), (64, 2), (64, 1)), ((64, 2), (64, 1)), ((64, 2), (64, 1)))
 
     def __init__(self, in_channels: int = 3):
         super().__init__()
 
-        def block(c_in, c_out):
-            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True))
+        def block(c_in, c_out, stride):
+            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out),
+                                 nn.ReLU(True))
 
-        self.stem = nn.Sequential(block(in_channels, 16), block(16, 32), block(32, 64))
-        self.down = block(64, 64)
-        self.out_channels = [64, 64]
+        levels, c_in = [], in_channels
+        for spec in self.LEVELS:
+            blocks = []
+            for c_out, stride in spec:
+                blocks.append(block(c_in, c_out, stride))
+                c_in = c_out
+            levels.append(nn.Sequential(*blocks))
+        self.levels = nn.ModuleList(levels)
+        self.out_channels = [spec[-1][0] for spec in self.LEVELS]
 
     def forward(self, x):
-        a = self.stem(x)
-        return OrderedDict([("0", a), ("1", self.down(a))])
+        features = OrderedDict()
+        for i, level in enumerate(self.levels):
+            x = level(x)
+            features[str(i)] = x
+        return features
 
 
 @register_model
-def ssd_tiny(num_classes=21, in_channels=3, image_size=96, score_thresh=0.01, nms_thresh=0.45,
-             detections_per_img=100, topk_candidates=200):
-    """A small SSD (about 0.1 M parameters) on the same SSD head, losses and post-processing as ssd300_vgg16, for
-    smoke tests and quick CPU checks of the detection path; any ``image_size`` divisible by 16."""
-    if image_size % 16:
-        raise ValueError(f"model=ssd_tiny needs data.image_size divisible by 16, got {image_size}")
+def ssd_tiny(num_classes=21, in_channels=3, image_size=96, anchor_scales=(0.08, 0.18, 0.4, 0.9), score_thresh=0.01,
+             nms_thresh=0.45, detections_per_img=100, topk_candidates=200):
+    """A small SSD (about 0.2 M parameters) on the same SSD head, losses and post-processing as ssd300_vgg16, for
+    CPU runs of the detection path; any ``image_size`` divisible by 32. Default boxes as in SSD: level ``k`` has
+    squares of side ``anchor_scales[k]`` and ``sqrt(anchor_scales[k] * anchor_scales[k+1])`` (fractions of the image
+    side) and boxes of aspect ratio 2, 1/2, 3 and 1/3 at ``anchor_scales[k]``: 6 per location."""
+    if image_size % 32:
+        raise ValueError(f"model=ssd_tiny needs data.image_size divisible by 32, got {image_size}")
     backbone = TinyBackbone(in_channels)
-    anchors = DefaultBoxGenerator([[2], [2, 3]], min_ratio=0.15, max_ratio=0.9)
+    if len(anchor_scales) != len(backbone.out_channels) + 1:
+        raise ValueError(f"model.anchor_scales: ssd_tiny has {len(backbone.out_channels)} feature maps, so it needs "
+                         f"{len(backbone.out_channels) + 1} scales, got {list(anchor_scales)}")
+    anchors = DefaultBoxGenerator([[2, 3]] * len(backbone.out_channels), scales=[float(s) for s in anchor_scales])
     head = SSDHead(backbone.out_channels, anchors.num_anchors_per_location(), num_classes)
     return SSD(backbone, anchors, (image_size, image_size), num_classes, image_mean=[0.5] * in_channels,
                image_std=[0.25] * in_channels, head=head, score_thresh=score_thresh, nms_thresh=nms_thresh,

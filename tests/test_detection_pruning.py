@@ -28,34 +28,41 @@ def head_outputs(model, x):
     return model.head(list(model.backbone(images.tensors).values()))
 
 
+L0, L1, L2 = "backbone.levels.0", "backbone.levels.1", "backbone.levels.2"
+
+
 def test_ssd_tiny_groups_kinds_and_scopes():
     spec = channel_groups(tiny())
-    assert spec.names() == ["backbone.stem.0.0", "backbone.stem.1.0", "backbone.stem.2.0", "backbone.down.0"]
-    assert [spec[n].width for n in spec.names()] == [16, 32, 64, 64]
-    assert [spec[n].kind for n in spec.names()] == ["plain", "plain", "head", "head"]
-    assert spec["backbone.stem.2.0"].consumers == ["backbone.down.0", f"{CLS}.0", f"{REG}.0"]
-    assert spec["backbone.down.0"].consumers == [f"{CLS}.1", f"{REG}.1"]
-    assert spec["backbone.stem.0.0"].norms == ["backbone.stem.0.1"]
-    assert scope_groups(spec, "inner") == [] and scope_groups(spec, "plain") == spec.names()[:2]
+    assert spec.names() == [f"{L0}.{i}.0" for i in range(5)] + [f"{L1}.0.0", f"{L1}.1.0", f"{L2}.0.0", f"{L2}.1.0"]
+    assert [spec[n].width for n in spec.names()] == [16, 32, 32, 64, 64, 64, 64, 64, 64]
+    assert [spec[n].kind for n in spec.names()] == ["plain"] * 4 + ["head", "plain", "head", "plain", "head"]
+    assert spec[f"{L0}.4.0"].consumers == [f"{L1}.0.0", f"{CLS}.0", f"{REG}.0"]
+    assert spec[f"{L1}.1.0"].consumers == [f"{L2}.0.0", f"{CLS}.1", f"{REG}.1"]
+    assert spec[f"{L2}.1.0"].consumers == [f"{CLS}.2", f"{REG}.2"]
+    assert spec[f"{L0}.0.0"].norms == [f"{L0}.0.1"]
+    plain = [n for n in spec.names() if spec[n].kind == "plain"]
+    assert scope_groups(spec, "inner") == [] and scope_groups(spec, "plain") == plain
     assert scope_groups(spec, "all") == spec.names()
 
 
 def test_ssd_tiny_macs_after_surgery_by_hand():
-    """64 px input: stem outputs at 32, 16, 8 px, down at 4 px; heads: 4 anchors x 4 classes (16) at 8 px,
-    6 x 4 (24) at 4 px. Keep 8 of stem.0's 16 channels and 48 of stem.2's 64."""
+    """64 px input: level 0's convs output 32, 16, 16, 8, 8 px, level 1's 4 px, level 2's 2 px; every head conv
+    has 6 anchors x 4 classes (24) or x 4 coordinates (24) outputs. Keep 8 of the first conv's 16 channels and 48 of
+    level 0's output (a head group: level 1's first conv and both head convs of level 0 lose inputs)."""
     model = tiny()
-    compact = prune_channels(model, {"backbone.stem.0.0": range(8), "backbone.stem.2.0": range(48)})
-    removed = (3 * 8 * 9 * 32 * 32            # stem.0 outputs 16 -> 8
-               + 8 * 32 * 9 * 16 * 16         # stem.1 inputs 16 -> 8
-               + 32 * 16 * 9 * 8 * 8          # stem.2 outputs 64 -> 48
-               + 16 * 64 * 9 * 4 * 4          # down inputs 64 -> 48
-               + 2 * 16 * 16 * 9 * 8 * 8)     # cls and reg head 0 inputs 64 -> 48 (16 outputs each)
+    compact = prune_channels(model, {f"{L0}.0.0": range(8), f"{L0}.4.0": range(48)})
+    removed = (3 * 8 * 9 * 32 * 32            # levels.0.0 outputs 16 -> 8
+               + 8 * 32 * 9 * 16 * 16         # levels.0.1 inputs 16 -> 8
+               + 64 * 16 * 9 * 8 * 8          # levels.0.4 outputs 64 -> 48
+               + 16 * 64 * 9 * 4 * 4          # levels.1.0 inputs 64 -> 48
+               + 2 * 16 * 24 * 9 * 8 * 8)     # cls and reg head 0 inputs 64 -> 48 (24 outputs each)
     dense, small = measure(model, (3, 64, 64)), measure(compact, (3, 64, 64))
-    assert dense.macs - small.macs == removed == 1_548_288
-    removed_params = (8 * 3 * 9 + 2 * 8 + 32 * 8 * 9 + 16 * 32 * 9 + 2 * 16 + 16 * 64 * 9 + 2 * 16 * 16 * 9)
+    assert dense.macs - small.macs == removed == 1_990_656
+    removed_params = (8 * 3 * 9 + 2 * 8 + 32 * 8 * 9 + 16 * 64 * 9 + 2 * 16 + 64 * 16 * 9 + 2 * 24 * 16 * 9)
     assert dense.params - small.params == removed_params      # conv weights + BN weight/bias (no conv biases)
-    assert compact.channel_config["groups"] == {"backbone.stem.0.0": 8, "backbone.stem.1.0": 32,
-                                                "backbone.stem.2.0": 48, "backbone.down.0": 64}
+    groups = compact.channel_config["groups"]
+    assert groups[f"{L0}.0.0"] == 8 and groups[f"{L0}.4.0"] == 48 and groups[f"{L0}.1.0"] == 32
+    assert sorted(groups.values()) == sorted([8, 32, 32, 64, 48, 64, 64, 64, 64])
 
 
 def test_ssd_tiny_surgery_of_zero_channels_keeps_head_outputs_and_shapes():
@@ -68,8 +75,8 @@ def test_ssd_tiny_surgery_of_zero_channels_keeps_head_outputs_and_shapes():
                 m.running_var.uniform_(0.5, 1.5, generator=g)
                 m.weight.uniform_(0.5, 1.5, generator=g)
                 m.bias.normal_(0, 0.1, generator=g)
-    keep = {"backbone.stem.0.0": [0, 3, 5, 7, 8, 15], "backbone.stem.1.0": list(range(0, 32, 3)),
-            "backbone.stem.2.0": list(range(1, 64, 2)), "backbone.down.0": list(range(40))}
+    keep = {f"{L0}.0.0": [0, 3, 5, 7, 8, 15], f"{L0}.1.0": list(range(0, 32, 3)), f"{L0}.4.0": list(range(1, 64, 2)),
+            f"{L1}.1.0": list(range(40)), f"{L2}.1.0": list(range(10, 60, 3))}
     dead = dead_channel_model(model, keep)
     compact = prune_channels(dead, keep)
     x = torch.rand(2, 3, 64, 64, generator=g)
@@ -77,7 +84,7 @@ def test_ssd_tiny_surgery_of_zero_channels_keeps_head_outputs_and_shapes():
         a, b = head_outputs(dead, x), head_outputs(compact, x)
     for k in ("bbox_regression", "cls_logits"):
         assert a[k].shape == b[k].shape and torch.allclose(a[k], b[k], atol=1e-5), k
-    assert b["cls_logits"].shape == (2, 8 * 8 * 4 + 4 * 4 * 6, 4)
+    assert b["cls_logits"].shape == (2, (8 * 8 + 4 * 4 + 2 * 2) * 6, 4)
     with torch.no_grad():
         dets = compact(x)                                     # the detector runs end to end
     assert len(dets) == 2 and set(dets[0]) == {"boxes", "scores", "labels"}
@@ -90,13 +97,14 @@ def test_surgery_keeps_frozen_parameters_frozen():
     """A frozen layer (SSD300's conv1 with a pretrained backbone: freeze_vgg_stages) stays frozen after its channels
     are cut: the optimizer skips parameters without requires_grad, so surgery must not re-enable it."""
     model = tiny()
-    model.backbone.stem[0].requires_grad_(False)       # producer conv + its BN frozen
-    model.backbone.stem[1][0].requires_grad_(False)    # a frozen consumer of that group (input channels cut)
-    compact = prune_channels(model, {"backbone.stem.0.0": range(8), "backbone.stem.2.0": range(48)})
+    level0 = model.backbone.levels[0]
+    level0[0].requires_grad_(False)       # producer conv + its BN frozen
+    level0[1][0].requires_grad_(False)    # a frozen consumer of that group (input channels cut)
+    compact = prune_channels(model, {f"{L0}.0.0": range(8), f"{L0}.4.0": range(48)})
     frozen = {n for n, p in compact.named_parameters() if not p.requires_grad}
-    assert frozen == {"backbone.stem.0.0.weight", "backbone.stem.0.1.weight", "backbone.stem.0.1.bias",
-                      "backbone.stem.1.0.weight"}
-    assert compact.backbone.stem[0][0].weight.shape[0] == 8 and compact.backbone.stem[1][0].weight.shape[1] == 8
+    assert frozen == {f"{L0}.0.0.weight", f"{L0}.0.1.weight", f"{L0}.0.1.bias", f"{L0}.1.0.weight"}
+    level0 = compact.backbone.levels[0]
+    assert level0[0][0].weight.shape[0] == 8 and level0[1][0].weight.shape[1] == 8
     assert compact.head.classification_head.module_list[0].weight.requires_grad   # trainable ones stay trainable
 
 
@@ -175,7 +183,7 @@ def test_l1_prune_on_ssd_tiny_through_train_py(compose, tmp_path):
     assert 29.0 <= extra["flops_reduction_pct"] <= 31.0 and m["flops"] == extra["compact_flops"]
     assert set(extra["channel_config"]["groups"]) == set(channel_groups(tiny()).names())
     model = _rows_and_model(compose, tmp_path, over, m)
-    assert model.backbone.stem[0][0].out_channels == extra["channel_config"]["groups"]["backbone.stem.0.0"] < 16
+    assert model.backbone.levels[0][0][0].out_channels == extra["channel_config"]["groups"][f"{L0}.0.0"] < 16
 
 
 @pytest.mark.smoke
@@ -188,7 +196,7 @@ def test_aip_on_ssd_tiny_through_train_py(compose, tmp_path):
     extra = m["extra"]
     assert m["steps"] == 2 and 0 <= m["map50"] <= 100 and [e["step"] for e in extra["prune_log"]] == [1]
     assert 30.0 <= extra["flops_reduction_pct"] <= 33.0 and extra["signals"] == {}   # from below: integer widths
-    assert extra["channel_config"]["groups"]["backbone.down.0"] < 64       # scope=all reaches the head groups
+    assert extra["channel_config"]["groups"][f"{L2}.1.0"] < 64       # scope=all reaches the head groups
     _rows_and_model(compose, tmp_path, over, m)
 
 
@@ -222,7 +230,7 @@ def test_pruning_experiment_files_pair_l1_and_aip(compose):
 
 @pytest.mark.smoke
 def test_acp_on_ssd_tiny_through_train_py(compose, tmp_path):
-    """Clustering of the two chain convs' outputs, a 2-particle 1-cycle search whose fitness is a 1-step SSD-loss
+    """Clustering of the six chain convs' outputs, a 2-particle 1-cycle search whose fitness is a 1-step SSD-loss
     fine-tune scored by mAP@0.5 on the test split (search_split=test: no held-out split of a file dataset)."""
     from engine.runner import run
     over = SMOKE + [f"paths.cache_dir={tmp_path}/cache", "method=acp", "method.search_split=test",
@@ -231,11 +239,12 @@ def test_acp_on_ssd_tiny_through_train_py(compose, tmp_path):
     m = run(compose(over))
     extra = m["extra"]
     assert m["steps"] == 2 and 0 <= m["map50"] <= 100
-    assert len(extra["cluster_counts"]) == len(extra["widths"]) == 2 and extra["fitness_evals"] == 2 * (1 + 1)
+    assert len(extra["cluster_counts"]) == len(extra["widths"]) == 6 and extra["fitness_evals"] == 2 * (1 + 1)
     assert 0 <= extra["gbest_fitness"] <= 100
     groups = extra["channel_config"]["groups"]
-    assert [groups["backbone.stem.0.0"], groups["backbone.stem.1.0"]] == extra["widths"]
-    assert groups["backbone.stem.2.0"] == groups["backbone.down.0"] == 64      # head groups: not in ACP's scope
+    chain = [f"{L0}.{i}.0" for i in range(4)] + [f"{L1}.0.0", f"{L2}.0.0"]
+    assert [groups[n] for n in chain] == extra["widths"]
+    assert groups[f"{L0}.4.0"] == groups[f"{L1}.1.0"] == groups[f"{L2}.1.0"] == 64   # head groups: not in ACP's scope
     _rows_and_model(compose, tmp_path, over, m)
 
 
