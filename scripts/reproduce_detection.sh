@@ -3,17 +3,14 @@
 # are judged from them: they show what the detection path measures on this CPU).
 # Usage: bash scripts/reproduce_detection.sh [seed ...]  (default seed 0; make reproduce-detection). DRY=1: the plan.
 #
-# Per seed: detection/voc_synthetic_ssd_tiny (ssd_tiny at 128 px on 1024 synthetic VOC images, 16 epochs x 64 steps
+# Per seed: detection/voc_synthetic_ssd_tiny (ssd_tiny at 128 px on 1024 synthetic VOC images, 40 epochs x 64 steps
 # of 16); then channel pruning of its backbone from the seed-0 dense run copied to outputs/ref/ (ensure_ref):
 # detection/voc_synthetic_ssd_tiny_l1 (one-shot L1, 50 % of the FLOPs, 384 fine-tune steps) and
 # detection/voc_synthetic_ssd_tiny_aip (AIP's two pruning steps to the same FLOPs with recovery, 384 steps in all;
 # transfer/discriminator off for detectors); then detection/voc_synthetic_ssd300 (SSD300-VGG16, 50 steps of 4
 # images: an end-to-end run, not a trained detector).
-# Sizing from timed steps (03:1x-03:2x UTC, 2 threads, machine shared with the training grid): the SSD augmentation
-# ~0.17 s per image and worker, ssd_tiny ~2.3 s per step with 2 workers at load 4 -> ~25-40 min;
-# SSD300 ~9-11 s per training image -> ~36-40 min. Pruning arms (timed 03:48-03:50 UTC, load average ~4.5: 4 steps of
-# 16 + a 64-image evaluation of the compact model 14 s with 2 workers, ~2.5-3 s per step): 384 steps + evaluations
-# ~18-20 min each, ~40 min for the two. ~2 h per seed; the synthetic images are written on first use under .cache/.
+# Sizing (idle 2 cores, 2 workers; docs/detection.md "Measured on this CPU"): ssd_tiny 20-27 s per epoch of 64 steps
+# -> ~20 min; each pruning arm 6 epochs + evaluations ~4 min; SSD300 ~5-10 s per training image -> ~20-35 min.
 # Resumable: scripts/reproduce_lib.sh skips a run whose row exists; an interrupted run continues from its checkpoint.
 set -- "${@:-0}"
 LATENCY=false   # no timed forward passes: SSD300 at batch 64 takes minutes per pass on CPU (rows: map50 only)
