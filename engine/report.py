@@ -509,6 +509,30 @@ def paper_report(ref: R.PaperReference, rows: list[dict], configs: list[R.Experi
 
 # ---- everything ------------------------------------------------------------------------------------------
 
+def unreferenced_rows(rows: list[dict], papers: set[str]) -> list[str]:
+    """The rows of tracks without a reference file (``backbones``, ``detection``): shown, never judged against a
+    paper. One table per track, in file order: experiment file, seed, top-1 or mAP@0.5, size, cost, and whether the
+    row is from a clean commit with its experiment file's config (the rule every page applies)."""
+    tracks: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        if (row.get("paper") or "?") not in papers:
+            tracks[row.get("paper") or "?"].append(row)
+    if not tracks:
+        return []
+    lines = ["", "## Rows outside the papers' references", "",
+             "Measured rows of tracks that no reference file covers (no entry or claim is judged from them).", ""]
+    for track, track_rows in sorted(tracks.items()):
+        lines += [f"### {track}", "", "| experiment file | seed | top-1 % | mAP@0.5 | params | MACs | judged-ready |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in track_rows:
+            ready = "yes" if r.get("_judged") else _md_escape(r.get("_not_judged") or "no")
+            lines.append(f"| {_md_escape(r.get('experiment_config') or r.get('experiment'))} | {r.get('seed')} | "
+                         f"{_fmt(R.row_value(r, 'top1'))} | {_fmt(R.row_value(r, 'map50'))} | "
+                         f"{_fmt(R.row_value(r, 'params'), 0)} | {_fmt(R.row_value(r, 'macs'), 0)} | {ready} |")
+        lines.append("")
+    return lines
+
+
 def _mark(rows: list[dict], conf_dir: str, errors: list[str]) -> None:
     try:
         R.mark_judged(rows, conf_dir)
@@ -560,6 +584,7 @@ def build(results_dir: str, reference_dir: str, conf_dir: str, out_dir: str) -> 
         with open(os.path.join(out_dir, f"{paper}.md"), "w") as f:
             f.write(text + "\n")
         index.append(f"| {paper} | {_md_escape(s['glance'])} | [{paper}.md]({paper}.md) |")
+    index += unreferenced_rows(rows, set(refs) | set(invalid))
     if plots:
         index += ["", "## Accuracy vs cost (judged rows of compression methods, all papers)", ""]
         for d, (name, pts) in plots.items():

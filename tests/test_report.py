@@ -284,3 +284,22 @@ def test_report_names_bad_row_and_bad_reference_file(tree):
     assert "**invalid reference file**" in inq and "entry 'alexnet_dns'" in inq
     assert "field 'metrics.top1_error.band.floor'" in inq
     assert "reproduced" in (out / "dns.md").read_text()     # the valid rows are still reported
+
+
+def test_rows_without_a_reference_file_are_listed_in_the_index(tree):
+    """A track no reference file covers (detection): its rows appear in the index with their metric and whether
+    they are judged-ready, and never on a paper page."""
+    refdir, runs, conf, out = tree
+    det = str(runs / "detection.csv")
+    for run_id, dirty, map50 in (("det-clean", False, 30.51), ("det-dirty", True, 12.0)):
+        append_row(det, {"run_id": run_id, "experiment": "voc_x", "experiment_config": "detection/voc_x",
+                         "paper": "detection", "dataset": "voc_synthetic", "model": "ssd_tiny", "method": "baseline",
+                         "fidelity": "reduced", "seed": 0, "map50": map50, "params": 301024, "macs": 45268992,
+                         "git_dirty": dirty, "config_hash": "h-detection/voc_x", "extra": {}})
+    run(tree)
+    index = (out / "index.md").read_text()
+    section = index[index.index("## Rows outside the papers' references"):]
+    table = section[section.index("### detection"):].splitlines()
+    assert table[4] == "| detection/voc_x | 0 | — | 30.51 | 301024 | 45268992 | yes |"
+    assert table[5].startswith("| detection/voc_x | 0 | — | 12.00 |") and "git_dirty" in table[5]
+    assert "### dns" not in section and "voc_x" not in (out / "dns.md").read_text()
