@@ -191,3 +191,34 @@ def test_claim_with_acts_guard_is_inconclusive_when_the_method_did_not_act():
     assert R.evaluate_claim(claim, rows).status == "held"
     with pytest.raises(ValueError, match="exactly one of 'above' and 'below'"):
         R.ActsOn.model_validate({"metric": "x", "above": 1, "below": 2, "why": "w"})
+
+
+def test_claim_with_a_list_of_acts_guards_needs_every_one():
+    """NAT's policy claim: the policy moved (policy_shift) and the super-net can rank cells (the input cell's
+    shared-weight accuracy above chance); a moved policy trained on a chance-level reward still tests nothing."""
+    claim = R.Claim.model_validate({
+        "id": "policy", "text": "policy beats random", "source": "test",
+        "compare": {"metric": "top1", "better": {"method": "a"}, "worse": {"method": "b"}, "same": ["dataset"],
+                    "margin": 0.0, "acts": [
+                        {"metric": "extra.policy_shift", "above": 0.01, "why": "the policy did not move"},
+                        {"metric": "extra.derive_input_acc", "above": 0.2, "why": "the super-net ranks at chance"}]}})
+    claim._paper = "dns"
+    rows = _rows([31.0, 30.1, 30.9], [30.0, 29.3, 30.1])
+    for r in rows:
+        r["extra"] = {"policy_shift": 0.5, "derive_input_acc": 0.09} if r["method"] == "a" else {}
+    res = R.evaluate_claim(claim, rows)
+    assert res.status == "inconclusive" and "derive_input_acc = 0.09" in res.comparisons[0].why
+    assert "super-net ranks at chance" in res.comparisons[0].why
+    for r in rows:
+        if r["method"] == "a":
+            r["extra"] = {"policy_shift": 0.0, "derive_input_acc": 0.4}
+    res = R.evaluate_claim(claim, rows)
+    assert res.status == "inconclusive" and "policy_shift = 0" in res.comparisons[0].why
+    for r in rows:
+        if r["method"] == "a":
+            r["extra"] = {"policy_shift": 0.5, "derive_input_acc": 0.4}
+    assert R.evaluate_claim(claim, rows).status == "held"
+    with pytest.raises(ValueError, match="exactly one of 'above' and 'below'"):
+        R.Claim.model_validate({"id": "x", "text": "t", "source": "s", "compare": {
+            "metric": "top1", "better": {"method": "a"}, "worse": {"method": "b"}, "same": [], "margin": 0.0,
+            "acts": [{"metric": "m", "above": 1, "below": 2, "why": "w"}]}})

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from engine.references import stats
 from engine.references.rows import _float, row_value
-from engine.references.schema import Claim, Conventions
+from engine.references.schema import ActsOn, Claim, Conventions
 from engine.results import from_clean_commit
 
 def _matches(row: dict, flt: dict) -> bool:
@@ -168,16 +168,17 @@ def evaluate_claim(claim: Claim, rows: list[dict], conv: Conventions | None = No
             continue
         key = tuple(row.get(f, "") if not f.startswith("extra.") else (row.get("extra") or {}).get(f[6:])
                     for f in claim.same)
-        g = groups.setdefault(key, {"better": {}, "worse": {}, "equal": {}, "acts": {}, "fid": set()})
+        g = groups.setdefault(key, {"better": {}, "worse": {}, "equal": {}, "acts": [{} for _ in claim.acts],
+                                    "fid": set()})
         _add(g[side], row, v)
         if claim.equal is not None:
             e = row_value(row, claim.equal.metric, conv)
             if e is not None:
                 _add(g["equal"], row, e)
-        if claim.acts is not None and side == claim.acts.side:
-            a = row_value(row, claim.acts.metric, conv)
+        for guard, arms in zip(claim.acts, g["acts"]):
+            a = row_value(row, guard.metric, conv) if side == guard.side else None
             if a is not None:
-                _add(g["acts"], row, a)
+                _add(arms, row, a)
         g["fid"].add(row.get("fidelity"))
     out = []
     for key, g in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
@@ -185,8 +186,9 @@ def evaluate_claim(claim: Claim, rows: list[dict], conv: Conventions | None = No
         for b in g["better"].values():
             for w in g["worse"].values():
                 interval, word, why = compare_arms(b, w, claim.margin)
-                idle = _unequal(claim, g["equal"], b.experiment, w.experiment) or _idle(
-                    claim, g["acts"], b.experiment if claim.acts and claim.acts.side == "better" else w.experiment)
+                idle = _unequal(claim, g["equal"], b.experiment, w.experiment) or next(
+                    (why for guard, arms in zip(claim.acts, g["acts"])
+                     if (why := _idle(guard, arms, b.experiment if guard.side == "better" else w.experiment))), "")
                 if idle:
                     word, why = stats.INCONCLUSIVE, idle
                 out.append(Comparison(key=key, better=b, worse=w, interval=interval, verdict=word, why=why,
@@ -208,11 +210,8 @@ def _unequal(claim: Claim, equal_arms: dict, better: str, worse: str) -> str:
     return ""
 
 
-def _idle(claim: Claim, acts_arms: dict, experiment: str) -> str:
-    """Why the arm's method did not act by its logged signal ("" when it did, or no guard)."""
-    acts = claim.acts
-    if acts is None:
-        return ""
+def _idle(acts: ActsOn, acts_arms: dict, experiment: str) -> str:
+    """Why the arm's method did not act by the guard's logged signal ("" when it did)."""
     if experiment not in acts_arms:
         return f"not compared: {experiment} rows do not record {acts.metric}, so whether the method acted is unknown"
     value = acts_arms[experiment].mean

@@ -13,7 +13,7 @@ import glob
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
@@ -310,15 +310,15 @@ class ActsOn(_Schema):
 
 class Compare(_Schema):
     """better-side rows minus worse-side rows of ``metric``, grouped by ``same``, against ``margin``; with
-    ``equal``, only arms that agree on another metric are compared; with ``acts``, only where the method's own
-    signal shows it acted (else inconclusive, saying why)."""
+    ``equal``, only arms that agree on another metric are compared; with ``acts`` (one guard or a list, all
+    required), only where the method's own signals show it acted (else inconclusive, saying why)."""
     metric: Text
     better: dict = Field(min_length=1)
     worse: dict = Field(min_length=1)
     same: list[Annotated[str, Field(strict=True)]]
     margin: Number
     equal: Optional[EqualOn] = None
-    acts: Optional[ActsOn] = None
+    acts: Union[ActsOn, list[ActsOn], None] = None
 
 
 class WithinRow(_Schema):
@@ -384,18 +384,19 @@ class Claim(_Schema):
         if self.compare is not None:
             c = self.compare
             self._flat = dict(metric=c.metric, better=dict(c.better), worse=dict(c.worse), same=list(c.same),
-                              margin=c.margin, equal=c.equal, acts=c.acts)
+                              margin=c.margin, equal=c.equal,
+                              acts=[c.acts] if isinstance(c.acts, ActsOn) else list(c.acts or []))
         elif self.within_row is not None:
             w = self.within_row
             self._flat = dict(metric=w.metric, better=dict(w.filter), worse={}, same=["run_id"],
-                              margin=0.0 if w.min is not None else (w.margin or 0.0))
+                              margin=0.0 if w.min is not None else (w.margin or 0.0), acts=[])
         else:
             if not self.notes:
                 raise ValueError("[compare] a claim without 'compare' must say in 'notes' how it is checked")
             if self.enforce:
                 raise ValueError("[enforce] only a claim with 'compare' can be enforced")
             self.enforce = False
-            self._flat = dict(metric=None, better={}, worse={}, same=[], margin=None)
+            self._flat = dict(metric=None, better={}, worse={}, same=[], margin=None, acts=[])
         return self
 
     @property
@@ -489,7 +490,7 @@ def _read_yaml(path: str) -> Any:
 _MODEL_AT = {"": PaperReference, "conventions": Conventions, "entries.*": Entry, "entries.*.metrics.*": Metric,
              "entries.*.metrics.*.band": Band, "entries.*.known_gap": KnownGap, "claims.*": Claim,
              "claims.*.compare": Compare, "claims.*.compare.equal": EqualOn,
-             "claims.*.compare.acts": ActsOn, "claims.*.within_row": WithinRow,
+             "claims.*.compare.acts": ActsOn, "claims.*.compare.acts.*": ActsOn, "claims.*.within_row": WithinRow,
              "claims.*.superseded": Supersession}
 _MARK = re.compile(r"^\[([^\]]+)\] (.*)$", re.S)
 
