@@ -44,7 +44,7 @@ import yaml
 
 from methods import Method, register_method
 from methods.base import RunContext, Stage
-from methods.common.heldout import heldout_split
+from methods.common.heldout import heldout_split, mixed_order
 from methods.common.ranks import average_grads
 from models.nat_cells import PRIMITIVES, NATNet, NATSupernet, load_genotype
 
@@ -72,6 +72,7 @@ TRANSITIONS = {
 NAT_TRANSITIONS = {o: sorted({o, "skip_connect", "null"}, key=PRIMITIVES.index) for o in PRIMITIVES}
 TRANSITION_SETS = {"natpp": TRANSITIONS, "nat": NAT_TRANSITIONS}
 BASELINE_UPDATES = ("official", "reward")
+DERIVE_ORDERS = ("shuffled", "index")   # the held-out scoring batches: one fixed random order | index order
 DERIVE_SPLITS = ("heldout", "test")
 SEARCH_INPUTS = ("uniform", "target")
 PHASES = ("search", "retrain")
@@ -270,9 +271,12 @@ class NAT(Method):
                              f"{', '.join(BASELINE_UPDATES)}")
         d = dict(cfg.get("derive") or {})
         self.dcfg = {"n_archs": int(d.get("n_archs", 10)), "split": d.get("split", "heldout"),
-                     "heldout_size": int(d.get("heldout_size", 5000)), "batch_size": int(d.get("batch_size", 64))}
+                     "heldout_size": int(d.get("heldout_size", 5000)), "batch_size": int(d.get("batch_size", 64)),
+                     "order": d.get("order", "shuffled")}
         if self.dcfg["split"] not in DERIVE_SPLITS:
             raise ValueError(f"method.derive.split={self.dcfg['split']!r}; choose one of {', '.join(DERIVE_SPLITS)}")
+        if self.dcfg["order"] not in DERIVE_ORDERS:
+            raise ValueError(f"method.derive.order={self.dcfg['order']!r}; choose one of {', '.join(DERIVE_ORDERS)}")
         phases = [st.params.get("phase") for st in self.stages()]
         if any(ph not in PHASES for ph in phases) or "search" not in phases:
             raise ValueError(f"method.stages phases {phases}: each one of {', '.join(PHASES)}, with one search stage "
@@ -344,6 +348,8 @@ class NAT(Method):
             rest, derive = train, ctx.test_loader
         else:
             rest, derive = heldout_split(train, self.dcfg["heldout_size"], eval_batch_size=self.dcfg["batch_size"])
+            if self.dcfg["order"] == "shuffled":     # class-mixed batches for batch-statistics scoring
+                derive = mixed_order(derive, int(ctx.seed))
         n_policy = int(round(len(rest.labels) * (1 - self.search["w_share"])))
         w_loader, pol = heldout_split(rest, n_policy)
         c = pol.images.shape[1]

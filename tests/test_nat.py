@@ -258,6 +258,34 @@ def test_search_splits_are_disjoint_and_hold_the_derivation_images_out():
     assert der is test and len(w.labels) + len(pol.labels) == n
 
 
+def test_derivation_batches_mix_classes_on_a_class_sorted_training_set():
+    """Scoring uses BN batch statistics, so a batch of one class is normalised to look like every other class (the
+    super-net then scores any cell near chance). The held-out split is in index order; on a class-sorted set
+    (labels 0..9 in blocks of 30) derive.order=shuffled serves it in one fixed random order, index keeps blocks."""
+    from data.tensor_loader import TensorLoader
+    from methods.base import RunContext
+    from methods.nat import NAT
+    n, norm = 300, ([0.5] * 3, [0.25] * 3)
+    train = TensorLoader(torch.zeros(n, 3, 4, 4, dtype=torch.uint8), torch.arange(n) // 30, 16, *norm, train=True)
+    ctx = RunContext(num_classes=10, in_channels=3, image_size=4, device=torch.device("cpu"), train_loader=train,
+                     test_loader=None, seed=0)
+    stages = [{"name": "search", "phase": "search"}]
+
+    def first_batch_classes(order, seed=0):
+        der = NAT({"derive": {"heldout_size": 120, "order": order, "batch_size": 16}, "stages": stages})._splits(
+            RunContext(**{**ctx.__dict__, "seed": seed}))[2]
+        return der, len(set(next(iter(der))[1].tolist()))
+
+    index, n_index = first_batch_classes("index")
+    mixed, n_mixed = first_batch_classes("shuffled")
+    assert n_index <= 2 and n_mixed >= 6                    # 16 index-ordered images (~12 per class) span 2
+    assert sorted(mixed.labels.tolist()) == sorted(index.labels.tolist())      # the same images, reordered
+    again, _ = first_batch_classes("shuffled")
+    assert torch.equal(again.labels, mixed.labels)                              # fixed per run seed
+    with pytest.raises(ValueError, match="method.derive.order"):
+        NAT({"derive": {"order": "random"}, "stages": stages})
+
+
 def test_derived_network_concat_widths():
     net = NATNet(RESBLOCK, width=4, layers=3)        # concat [5]: each cell outputs C channels
     assert net.classifier.in_features == 16

@@ -34,4 +34,17 @@ def heldout_split(loader, n: int, batch_size: int | None = None, eval_batch_size
     return fit, heldout
 
 
-__all__ = ["heldout_split"]
+def mixed_order(loader: TensorLoader, seed: int) -> TensorLoader:
+    """``loader``'s images served unaugmented in one fixed random order (a ``seed`` draw), so every batch mixes
+    classes. Needed wherever a model is scored with BN batch statistics (NAT's shared-weight accuracy): the held-out
+    split above is in index order, and on a class-sorted training subset its batches hold one class each, which
+    batch-statistics BN normalises away (NAT's super-net then scores every cell near chance)."""
+    perm = torch.randperm(len(loader.labels), generator=torch.Generator().manual_seed(int(seed)))
+    perm = perm.to(loader.images.device)
+    c = loader.images.shape[1]
+    return TensorLoader(loader.images[perm], loader.labels[perm], loader.batch_size,
+                        (loader.mean.view(c) / 255).tolist(), (loader.std.view(c) / 255).tolist(), train=False,
+                        device=loader.device, seed=loader.seed, rank=loader.rank, world_size=loader.world_size)
+
+
+__all__ = ["heldout_split", "mixed_order"]
