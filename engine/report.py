@@ -515,8 +515,9 @@ def unreferenced_rows(rows: list[dict], papers: set[str]) -> list[str]:
     row is from a clean commit with its experiment file's config (the rule every page applies)."""
     tracks: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
-        if (row.get("paper") or "?") not in papers:
-            tracks[row.get("paper") or "?"].append(row)
+        track = row.get("paper") or "?"
+        if track not in papers:
+            tracks[track].append(row)
     if not tracks:
         return []
     lines = ["", "## Rows outside the papers' references", "",

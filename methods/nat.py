@@ -44,7 +44,7 @@ import yaml
 
 from methods import Method, register_method
 from methods.base import RunContext, Stage
-from methods.common.heldout import heldout_split, mixed_order
+from methods.common.heldout import heldout_split
 from methods.common.ranks import average_grads
 from models.nat_cells import PRIMITIVES, NATNet, NATSupernet, load_genotype
 
@@ -347,9 +347,9 @@ class NAT(Method):
         if self.dcfg["split"] == "test":
             rest, derive = train, ctx.test_loader
         else:
-            rest, derive = heldout_split(train, self.dcfg["heldout_size"], eval_batch_size=self.dcfg["batch_size"])
-            if self.dcfg["order"] == "shuffled":     # class-mixed batches for batch-statistics scoring
-                derive = mixed_order(derive, int(ctx.seed))
+            mix = int(ctx.seed) if self.dcfg["order"] == "shuffled" else None   # class-mixed scoring batches
+            rest, derive = heldout_split(train, self.dcfg["heldout_size"], eval_batch_size=self.dcfg["batch_size"],
+                                         mix_seed=mix)
         n_policy = int(round(len(rest.labels) * (1 - self.search["w_share"])))
         w_loader, pol = heldout_split(rest, n_policy)
         c = pol.images.shape[1]

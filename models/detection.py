@@ -115,10 +115,11 @@ class TinyBackbone(nn.Module):
 @register_model
 def ssd_tiny(num_classes=21, in_channels=3, image_size=96, anchor_scales=(0.08, 0.18, 0.4, 0.9), score_thresh=0.01,
              nms_thresh=0.45, detections_per_img=100, topk_candidates=200):
-    """A small SSD (about 0.2 M parameters) on the same SSD head, losses and post-processing as ssd300_vgg16, for
-    CPU runs of the detection path; any ``image_size`` divisible by 32. Default boxes as in SSD: level ``k`` has
-    squares of side ``anchor_scales[k]`` and ``sqrt(anchor_scales[k] * anchor_scales[k+1])`` (fractions of the image
-    side) and boxes of aspect ratio 2, 1/2, 3 and 1/3 at ``anchor_scales[k]``: 6 per location."""
+    """A small SSD (0.30 M parameters at 4 classes) on the same SSD head, losses and post-processing as
+    ssd300_vgg16, for CPU runs of the detection path; any ``image_size`` divisible by 32. Default boxes as in SSD:
+    level ``k`` has squares of side ``anchor_scales[k]`` and ``sqrt(anchor_scales[k] * anchor_scales[k+1])``
+    (fractions of the image side) and boxes of aspect ratio 2, 1/2, 3 and 1/3 at ``anchor_scales[k]``: 6 per
+    location."""
     if image_size % 32:
         raise ValueError(f"model=ssd_tiny needs data.image_size divisible by 32, got {image_size}")
     backbone = TinyBackbone(in_channels)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from engine.references import stats
 from engine.references.rows import _float, row_value
-from engine.references.schema import ActsOn, Claim, Conventions
+from engine.references.schema import Claim, Conventions
 from engine.results import from_clean_commit
 
 def _matches(row: dict, flt: dict) -> bool:
@@ -186,9 +186,8 @@ def evaluate_claim(claim: Claim, rows: list[dict], conv: Conventions | None = No
         for b in g["better"].values():
             for w in g["worse"].values():
                 interval, word, why = compare_arms(b, w, claim.margin)
-                idle = _unequal(claim, g["equal"], b.experiment, w.experiment) or next(
-                    (why for guard, arms in zip(claim.acts, g["acts"])
-                     if (why := _idle(guard, arms, b.experiment if guard.side == "better" else w.experiment))), "")
+                idle = _unequal(claim, g["equal"], b.experiment, w.experiment) or _idle(
+                    claim, g["acts"], b.experiment, w.experiment)
                 if idle:
                     word, why = stats.INCONCLUSIVE, idle
                 out.append(Comparison(key=key, better=b, worse=w, interval=interval, verdict=word, why=why,
@@ -210,16 +209,21 @@ def _unequal(claim: Claim, equal_arms: dict, better: str, worse: str) -> str:
     return ""
 
 
-def _idle(acts: ActsOn, acts_arms: dict, experiment: str) -> str:
-    """Why the arm's method did not act by the guard's logged signal ("" when it did)."""
-    if experiment not in acts_arms:
-        return f"not compared: {experiment} rows do not record {acts.metric}, so whether the method acted is unknown"
-    value = acts_arms[experiment].mean
-    if (acts.above is not None and value > acts.above) or (acts.below is not None and value < acts.below):
-        return ""
-    bound = f"above {acts.above:g}" if acts.above is not None else f"below {acts.below:g}"
-    return (f"not compared: the method did not act in {experiment} ({acts.metric} = {value:.4g}, needs {bound}: "
-            f"{acts.why})")
+def _idle(claim: Claim, acts_arms: list[dict], better: str, worse: str) -> str:
+    """Why the compared arms' method did not act, by the first of the claim's guards whose logged signal misses its
+    bound on its side ("" when every guard passes, or there is none)."""
+    for acts, arms in zip(claim.acts, acts_arms):
+        experiment = better if acts.side == "better" else worse
+        if experiment not in arms:
+            return (f"not compared: {experiment} rows do not record {acts.metric}, so whether the method acted is "
+                    "unknown")
+        value = arms[experiment].mean
+        if (acts.above is not None and value > acts.above) or (acts.below is not None and value < acts.below):
+            continue
+        bound = f"above {acts.above:g}" if acts.above is not None else f"below {acts.below:g}"
+        return (f"not compared: the method did not act in {experiment} ({acts.metric} = {value:.4g}, needs {bound}: "
+                f"{acts.why})")
+    return ""
 
 
 def _evaluate_within_row(claim: Claim, rows: list[dict], conv: Conventions | None) -> ClaimResult:

@@ -13,7 +13,7 @@ import glob
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
@@ -318,7 +318,12 @@ class Compare(_Schema):
     same: list[Annotated[str, Field(strict=True)]]
     margin: Number
     equal: Optional[EqualOn] = None
-    acts: Union[ActsOn, list[ActsOn], None] = None
+    acts: list[ActsOn] = []
+
+    @field_validator("acts", mode="before")
+    @classmethod
+    def _one_guard_is_a_list(cls, v):
+        return [v] if isinstance(v, dict) else ([] if v is None else v)
 
 
 class WithinRow(_Schema):
@@ -384,8 +389,7 @@ class Claim(_Schema):
         if self.compare is not None:
             c = self.compare
             self._flat = dict(metric=c.metric, better=dict(c.better), worse=dict(c.worse), same=list(c.same),
-                              margin=c.margin, equal=c.equal,
-                              acts=[c.acts] if isinstance(c.acts, ActsOn) else list(c.acts or []))
+                              margin=c.margin, equal=c.equal, acts=list(c.acts))
         elif self.within_row is not None:
             w = self.within_row
             self._flat = dict(metric=w.metric, better=dict(w.filter), worse={}, same=["run_id"],
@@ -490,7 +494,7 @@ def _read_yaml(path: str) -> Any:
 _MODEL_AT = {"": PaperReference, "conventions": Conventions, "entries.*": Entry, "entries.*.metrics.*": Metric,
              "entries.*.metrics.*.band": Band, "entries.*.known_gap": KnownGap, "claims.*": Claim,
              "claims.*.compare": Compare, "claims.*.compare.equal": EqualOn,
-             "claims.*.compare.acts": ActsOn, "claims.*.compare.acts.*": ActsOn, "claims.*.within_row": WithinRow,
+             "claims.*.compare.acts.*": ActsOn, "claims.*.within_row": WithinRow,
              "claims.*.superseded": Supersession}
 _MARK = re.compile(r"^\[([^\]]+)\] (.*)$", re.S)
 

@@ -10,10 +10,14 @@ import torch
 from data.tensor_loader import TensorLoader
 
 
-def heldout_split(loader, n: int, batch_size: int | None = None, eval_batch_size: int = 500):
+def heldout_split(loader, n: int, batch_size: int | None = None, eval_batch_size: int = 500,
+                  mix_seed: int | None = None):
     """``(fit_loader, heldout_loader)`` from a ``TensorLoader`` of training data: ``n`` fixed images held out
-    (no augmentation, in order) and the others served like ``loader`` (same augmentation, seed and batch size
-    unless ``batch_size`` is given)."""
+    (no augmentation) and the others served like ``loader`` (same augmentation, seed and batch size unless
+    ``batch_size`` is given). The held-out images come in index order, or with ``mix_seed`` in one fixed random
+    order drawn from it, so every batch mixes classes. Scoring with BN batch statistics needs the latter (NAT's
+    shared-weight accuracy): on a class-sorted training subset index-ordered batches hold one class each, which
+    batch-statistics BN normalises away (NAT's super-net then scores every cell near chance)."""
     if not isinstance(loader, TensorLoader):
         raise ValueError(f"a held-out split needs a tensor-backed training loader (small datasets); got "
                          f"{type(loader).__name__}. Use the test split instead (e.g. method.search_split=test).")
@@ -22,6 +26,8 @@ def heldout_split(loader, n: int, batch_size: int | None = None, eval_batch_size
         raise ValueError(f"held-out size {n} must lie in (0, {total}) (the training split has {total} images)")
     order = torch.randperm(total, generator=torch.Generator().manual_seed(0))
     held, rest = order[:n].sort().values, order[n:].sort().values
+    if mix_seed is not None:
+        held = held[torch.randperm(n, generator=torch.Generator().manual_seed(int(mix_seed)))]
     held, rest = held.to(loader.images.device), rest.to(loader.images.device)
     c = loader.images.shape[1]
     mean = (loader.mean.view(c) / 255).tolist()
@@ -34,17 +40,4 @@ def heldout_split(loader, n: int, batch_size: int | None = None, eval_batch_size
     return fit, heldout
 
 
-def mixed_order(loader: TensorLoader, seed: int) -> TensorLoader:
-    """``loader``'s images served unaugmented in one fixed random order (a ``seed`` draw), so every batch mixes
-    classes. Needed wherever a model is scored with BN batch statistics (NAT's shared-weight accuracy): the held-out
-    split above is in index order, and on a class-sorted training subset its batches hold one class each, which
-    batch-statistics BN normalises away (NAT's super-net then scores every cell near chance)."""
-    perm = torch.randperm(len(loader.labels), generator=torch.Generator().manual_seed(int(seed)))
-    perm = perm.to(loader.images.device)
-    c = loader.images.shape[1]
-    return TensorLoader(loader.images[perm], loader.labels[perm], loader.batch_size,
-                        (loader.mean.view(c) / 255).tolist(), (loader.std.view(c) / 255).tolist(), train=False,
-                        device=loader.device, seed=loader.seed, rank=loader.rank, world_size=loader.world_size)
-
-
-__all__ = ["heldout_split", "mixed_order"]
+__all__ = ["heldout_split"]
