@@ -32,6 +32,9 @@ Equations (each a function of this file, by name):
   the target beta are sampled; the one with the best shared-weight accuracy on a held-out split of the training
   data (``derive.split=heldout``; the official code uses the test split: ``derive.split=test``) is kept and
   retrained from scratch as an ordinary network (``retrain`` stage; ``nat_derived.yaml`` in the run folder).
+  The super-net scores every cell with all its intermediate nodes concatenated, whatever the target's ``concat``
+  (the official derive builds the super-net without one); the kept cell carries the target's ``concat`` into the
+  retrain. ``derive.genotype_concat=true`` scores with the target's ``concat`` instead (ours until 2026-12-02).
 """
 from __future__ import annotations
 
@@ -237,6 +240,20 @@ def changed_edges(a: dict, b: dict) -> int:
     return sum(ea[0] != eb[0] for kind in ("normal", "reduce") for ea, eb in zip(a[kind], b[kind]))
 
 
+def dead_output(g: dict) -> list[str]:
+    """The cell kinds whose output is zero for every input: each ``concat`` node has only null inputs or inputs from
+    such nodes (the rules allow it and the official derivation does not reject it)."""
+    dead = []
+    for kind in ("normal", "reduce"):
+        live = {0, 1}
+        for op, f, t in sorted(g[kind], key=lambda e: e[2]):
+            if op != "null" and f in live:
+                live.add(t)
+        if not live & set(g[f"{kind}_concat"]):
+            dead.append(kind)
+    return dead
+
+
 def genotype_str(g: dict) -> str:
     return "; ".join(f"{k}: " + " ".join(f"{op}({f},{t})" for op, f, t in g[k]) + f" concat {g[k + '_concat']}"
                      for k in ("normal", "reduce"))
@@ -272,7 +289,7 @@ class NAT(Method):
         d = dict(cfg.get("derive") or {})
         self.dcfg = {"n_archs": int(d.get("n_archs", 10)), "split": d.get("split", "heldout"),
                      "heldout_size": int(d.get("heldout_size", 5000)), "batch_size": int(d.get("batch_size", 64)),
-                     "order": d.get("order", "shuffled")}
+                     "order": d.get("order", "shuffled"), "genotype_concat": bool(d.get("genotype_concat", False))}
         if self.dcfg["split"] not in DERIVE_SPLITS:
             raise ValueError(f"method.derive.split={self.dcfg['split']!r}; choose one of {', '.join(DERIVE_SPLITS)}")
         if self.dcfg["order"] not in DERIVE_ORDERS:
@@ -456,7 +473,7 @@ class NAT(Method):
         """K transformed cells of the target, the best by shared-weight accuracy on the derivation split."""
         device = next(model.parameters()).device
         beta = self.target
-        acc_beta = shared_weight_accuracy(model, self._derive_loader, beta, device)
+        acc_beta = shared_weight_accuracy(model, self._derive_loader, self._scored(beta), device)
         best, best_acc, accs = None, -1.0, []
         self.policy.eval()
         with torch.no_grad():
@@ -465,14 +482,22 @@ class NAT(Method):
                 r, *_ = transform_cell(self.policy, beta["reduce"], self.mask, self.generator)
                 cand = {"normal": n, "normal_concat": beta["normal_concat"], "reduce": r,
                         "reduce_concat": beta["reduce_concat"]}
-                acc = shared_weight_accuracy(model, self._derive_loader, cand, device)
+                acc = shared_weight_accuracy(model, self._derive_loader, self._scored(cand), device)
                 accs.append(round(acc, 5))
                 if acc > best_acc:      # strict: the first of equals (official)
                     best, best_acc = cand, acc
         self.policy.train()
         self._derive_report = {"input_acc": round(acc_beta, 5), "candidate_accs": accs, "best_acc": round(best_acc, 5),
-                               "split": self.dcfg["split"]}
+                               "split": self.dcfg["split"], "dead_output": dead_output(best)}
         return best
+
+    def _scored(self, genotype: dict) -> dict:
+        """``genotype`` as the super-net scores it: every intermediate node concatenated (official), or with its own
+        ``concat`` (``derive.genotype_concat``)."""
+        if self.dcfg["genotype_concat"]:
+            return genotype
+        full = list(range(2, self._kw["steps"] + 2))
+        return {**genotype, "normal_concat": full, "reduce_concat": full}
 
     def on_stage_end(self, stage: Stage, model: nn.Module, ctx: RunContext) -> nn.Module:
         if stage.params.get("phase") != "search":

@@ -11,7 +11,7 @@ import torch
 from methods.nat import (NAT_TRANSITIONS, TRANSITIONS, NATPolicy, advantage, baseline_update, batch_accuracy,
                          bm_softmax, cell_adjacency, masked_log_prob_entropy, policy_loss, reward, sample_input_arch,
                          shared_weight_accuracy, transform_cell, transition_mask)
-from models.nat_cells import DARTS, PRIMITIVES, RESBLOCK, NATNet, NATSupernet, load_genotype, make_op
+from models.nat_cells import DARTS, PRIMITIVES, RESBLOCK, NATNet, NATSupernet, load_genotype, make_op, nat_cell
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "nat")
 
@@ -284,6 +284,45 @@ def test_derivation_batches_mix_classes_on_a_class_sorted_training_set():
     assert torch.equal(again.labels, mixed.labels)                              # fixed per run seed
     with pytest.raises(ValueError, match="method.derive.order"):
         NAT({"derive": {"order": "random"}, "stages": stages})
+
+
+@pytest.mark.parametrize("genotype_concat, scored_concat", [(False, [2, 3, 4, 5]), (True, [5])])
+def test_derivation_scores_cells_with_the_supernets_concat(monkeypatch, genotype_concat, scored_concat):
+    """The official derive.py builds the super-net without a concat, so every intermediate node reaches the next cell
+    while candidates are scored (the super-net was trained that way on uniform cells); the kept ResBlock cell still
+    carries concat [5] into the retrain. derive.genotype_concat=true scores with [5] (ours before 2026-12-02)."""
+    import methods.nat as nat
+    from methods.base import RunContext
+    scored = []
+
+    def record(supernet, loader, genotype, device, limit=None):
+        scored.append((genotype["normal_concat"], genotype["reduce_concat"]))
+        return 0.5
+    monkeypatch.setattr(nat, "shared_weight_accuracy", record)
+    method = nat.NAT({"derive": {"n_archs": 3, "genotype_concat": genotype_concat},
+                      "stages": [{"name": "search", "phase": "search"}, {"name": "retrain", "phase": "retrain"}]})
+    ctx = RunContext(num_classes=10, in_channels=3, image_size=8, device=torch.device("cpu"), train_loader=None,
+                     test_loader=None, seed=0)
+    supernet = method.transform(nat_cell(genotype="resblock", width=4, layers=3), ctx)
+    method._derive_loader = []
+    kept = method._derive(supernet, ctx)
+    assert scored == [(scored_concat, scored_concat)] * 4          # the input cell, then the 3 candidates
+    assert kept["normal_concat"] == kept["reduce_concat"] == [5]
+
+
+def test_dead_output_finds_cells_whose_concat_nodes_only_see_null():
+    from methods.nat import dead_output
+    res = load_genotype(RESBLOCK)
+    assert dead_output(res) == []
+    dead5 = [("null", f, t) if t == 5 else (op, f, t) for op, f, t in res["normal"]]      # both inputs of node 5
+    assert dead_output({**res, "normal": dead5}) == ["normal"]
+    # node 4 cut off from the inputs (null(0,4), and conv(3,4) -> null) still leaves skip(2,5): alive
+    cut4 = [("null", f, t) if (f, t) == (3, 4) else (op, f, t) for op, f, t in res["reduce"]]
+    assert dead_output({**res, "reduce": cut4}) == []
+    # ... unless node 2 is dead too: null(0,2) and skip(1,2) -> null
+    cut24 = [("null", f, t) if (f, t) in {(1, 2), (3, 4)} else (op, f, t) for op, f, t in res["reduce"]]
+    assert dead_output({**res, "reduce": cut24}) == ["reduce"]
+    assert dead_output(load_genotype(DARTS)) == []
 
 
 def test_derived_network_concat_widths():
