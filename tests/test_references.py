@@ -591,3 +591,38 @@ def test_superseded_claim_is_shown_never_judged(tmp_path):
     with pytest.raises(R.ReferenceError, match=r"claim 'dns_no_loss_old' \(#1\): field 'superseded.by': \['nope'\] "
                                                r"is not another claim id of dns.yaml"):
         R.load_reference(write(tmp_path, SUPERSEDED.replace("by: [dns_no_loss]", "by: [nope]")))
+
+
+def test_claim_arms_named_by_experiment_can_pair():
+    """A claim pairs rows that agree on its ``same`` keys; when its arms name experiment files, the files must agree
+    on the file-level ones (paper, fidelity, variant), or the claim could never find a pair and would stay
+    inconclusive whatever the rows say (a ResBlock NAT arm renamed its variant alone once)."""
+    by_name: dict = {}
+    for c in R.load_experiment_configs():
+        by_name.setdefault(c.name, []).append(c)
+
+    def files(paper, name):   # names repeat across papers: the claim's own paper first
+        return [c for c in by_name.get(name, []) if c.paper == paper] or by_name.get(name, [])
+
+    def names(arm):
+        v = arm.get("experiment")
+        return [] if not v else [v] if isinstance(v, str) else list(v)
+
+    problems, pairs = [], 0
+    for ref in R.load_references().values():
+        for claim in ref.claims:
+            cmp = claim.compare
+            if cmp is None or claim.superseded:
+                continue
+            for b in names(cmp.better):
+                for w in names(cmp.worse):
+                    fb, fw = files(ref.paper, b), files(ref.paper, w)
+                    if not fb or not fw:
+                        problems.append(f"{ref.paper}/{claim.id}: no experiment file named {b if not fb else w!r}")
+                        continue
+                    pairs += 1
+                    for key in ("paper", "fidelity", "variant"):
+                        if key in cmp.same and getattr(fb[0], key) != getattr(fw[0], key):
+                            problems.append(f"{ref.paper}/{claim.id}: {key} {getattr(fb[0], key)!r} "
+                                            f"({fb[0].path}) != {getattr(fw[0], key)!r} ({fw[0].path})")
+    assert pairs > 50 and not problems, "\n".join(problems)
