@@ -8,7 +8,8 @@
 #   <cell>_nat       NAT++ search (super-net of the same skeleton, every edge all 13 ops; uniform input cells; 600
 #                    training images held out, the other 2,400 split 40:60 between the weights and the GCN policy;
 #                    60 epochs x 15 weight steps, one REINFORCE step after each) -> 10 transformed <cell> cells, the
-#                    best by shared-weight accuracy on the held-out images (class-mixed batches) -> retrained with
+#                    best by shared-weight accuracy on the held-out images (class-mixed batches, every node
+#                    concatenated as in the official derive.py) -> retrained with
 #                    the original's recipe
 #   <cell>_nat_random  the control: as <cell>_nat with the policy's lr 0 (it stays at its initialisation), so the
 #                    transformed cell is the best of 10 drawn from the initial masked softmax
@@ -19,6 +20,8 @@
 # Sizing (2026-12-02, 2 idle cores): darts_original 111 s; a 60-epoch darts search ~10 min (8-12 s per epoch of
 # 15 weight + 15 REINFORCE steps) + derivation + a ~2 min retrain; resblock cheaper to retrain. ~40-45 min per seed,
 # ~2-2.5 h for the 18 runs. (The first sizing, 10 search epochs, left the super-net at chance: docs/nat.md.)
+# Measured 2026-12-02 (evening, 2 idle cores): a resblock search epoch takes ~16 s (~16 min per search, ~19 min per
+# searched arm with derivation and retrain), so ~55-60 min per seed and ~3 h for the 18 runs.
 #
 # Resumable (scripts/reproduce_lib.sh arm): a run whose row has the experiment file's current config hash from a clean
 # commit is skipped; an interrupted run continues from its last epoch checkpoint (search and retrain stages alike).
