@@ -49,7 +49,7 @@ from methods import Method, register_method
 from methods.base import RunContext, Stage
 from methods.common.heldout import heldout_split
 from methods.common.ranks import average_grads
-from models.nat_cells import PRIMITIVES, NATNet, NATSupernet, load_genotype
+from models.nat_cells import PRIMITIVES, NATNet, NATSupernet, full_concat, load_genotype
 
 #: NAT++ two-level transition rule (official NATv2 search_model.py; FullyConcat and LooseEnd tables are identical)
 TRANSITIONS = {
@@ -402,7 +402,7 @@ class NAT(Method):
         steps = self._kw["steps"]
         if self.cfg.get("search_inputs", "uniform") == "target":
             return self.target
-        full = list(range(2, steps + 2))
+        full = full_concat(steps)
         return {"normal": sample_input_arch(steps, PRIMITIVES, self.generator), "normal_concat": full,
                 "reduce": sample_input_arch(steps, PRIMITIVES, self.generator), "reduce_concat": full}
 
@@ -496,7 +496,7 @@ class NAT(Method):
         ``concat`` (``derive.genotype_concat``)."""
         if self.dcfg["genotype_concat"]:
             return genotype
-        full = list(range(2, self._kw["steps"] + 2))
+        full = full_concat(self._kw["steps"])
         return {**genotype, "normal_concat": full, "reduce_concat": full}
 
     def on_stage_end(self, stage: Stage, model: nn.Module, ctx: RunContext) -> nn.Module:

@@ -118,6 +118,11 @@ def make_op(name: str, c: int, stride: int, affine: bool, pool_bn: bool = False)
 
 # ---- cell DAGs ----------------------------------------------------------------------------------------------
 
+def full_concat(steps: int) -> list[int]:
+    """Every intermediate node of a cell of ``steps`` nodes (2 .. steps + 1): the concat of a cell that names none."""
+    return list(range(2, int(steps) + 2))
+
+
 def load_genotype(genotype, steps: int = 4) -> dict:
     """A validated genotype dict from a name in GENOTYPES (``darts``, ``resblock``) or a dict."""
     if isinstance(genotype, str):
@@ -139,7 +144,7 @@ def load_genotype(genotype, steps: int = 4) -> dict:
                 raise ValueError(f"model.genotype.{kind} edge {i}: ({op}, {f}, {t}) must enter node {2 + i // 2} "
                                  f"from an earlier node (edges sorted by target, two per node)")
         concat = genotype.get(f"{kind}_concat")
-        concat = list(range(2, 2 + steps)) if concat is None else [int(c) for c in concat]
+        concat = full_concat(steps) if concat is None else [int(c) for c in concat]
         if not concat or any(not 2 <= c < 2 + steps for c in concat):
             raise ValueError(f"model.genotype.{kind}_concat={concat}: intermediate nodes 2..{steps + 1}")
         out[kind], out[f"{kind}_concat"] = edges, concat
@@ -259,7 +264,7 @@ class NATSupernet(_Skeleton):
 
     def set_arch(self, normal, reduce, normal_concat=None, reduce_concat=None) -> None:
         """The architecture the next forwards run: edges ``[(op, f, t), ...]`` per cell type and their concat."""
-        full = list(range(2, self.steps + 2))
+        full = full_concat(self.steps)
         self.arch = {"normal": ([tuple(e) for e in normal], list(normal_concat or full)),
                      "reduce": ([tuple(e) for e in reduce], list(reduce_concat or full))}
 
@@ -288,5 +293,5 @@ def nat_cell(num_classes=10, in_channels=3, image_size=32, genotype="darts", wid
     return model
 
 
-__all__ = ["PRIMITIVES", "DARTS", "RESBLOCK", "GENOTYPES", "make_op", "load_genotype", "NATNet", "NATSupernet",
-           "nat_cell"]
+__all__ = ["PRIMITIVES", "DARTS", "RESBLOCK", "GENOTYPES", "make_op", "full_concat", "load_genotype", "NATNet",
+           "NATSupernet", "nat_cell"]
