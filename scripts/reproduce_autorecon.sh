@@ -29,6 +29,10 @@
 # generator's cost depends on what the search picks: skip/none edges are cheaper, dil_conv_5x5 edges as costly).
 # Per seed ~2 h on top of GDFQ's ~70 min; 3 seeds ~6 h more (~9.5 h for the whole script) at that load.
 #
+# Measured on an idle machine (2 threads, 2026-12-02, one run at a time, latency timing included): GDFQ arm ~8 min,
+# no-fine-tune arm ~4 min, QAT arm ~6 min, discovered arm ~20 min (130 s per 50 warm-up steps); the five GDFQ arms
+# of 3 seeds ~1.5 h, the discovered arm 1 h.
+#
 # Resumable: scripts/reproduce_lib.sh skips an arm whose row exists at the file's current config hash; an interrupted
 # run continues from its last epoch checkpoint (the generator and its optimizer are in the method state).
 source "$(dirname "$0")/reproduce_lib.sh" "$@"
