@@ -41,10 +41,8 @@ source "$(dirname "$0")/reproduce_lib.sh" "$@"
 # than one seed of each. ARMS="w4a4 w4a4_noft" runs a subset in the given order.
 ARMS=${ARMS:-w4a4 w4a4_noft w4a4_qat w5a5 w5a5_noft w4a4_discovered w4a4_searched}
 for a in $ARMS; do
-  case $a in
-    w4a4|w4a4_noft|w4a4_qat|w5a5|w5a5_noft) group=gdfq ;;
-    w4a4_discovered|w4a4_searched) group=autorecon ;;
-    *) echo "error: unknown arm '$a' in ARMS (known: w4a4 w4a4_noft w4a4_qat w5a5 w5a5_noft w4a4_discovered w4a4_searched)" >&2; exit 2 ;;
-  esac
-  for s in "${SEEDS[@]}"; do arm "$group/cifar10_jpeg_resnet20_$a" "$s"; done
+  exp=""   # the arm's group is the folder that holds its experiment file
+  for g in gdfq autorecon; do [ -f "conf/experiment/$g/cifar10_jpeg_resnet20_$a.yaml" ] && exp="$g/cifar10_jpeg_resnet20_$a"; done
+  [ -n "$exp" ] || { echo "error: ARMS names '$a', but there is no conf/experiment/{gdfq,autorecon}/cifar10_jpeg_resnet20_$a.yaml" >&2; exit 2; }
+  for s in "${SEEDS[@]}"; do arm "$exp" "$s"; done
 done
