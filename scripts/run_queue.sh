@@ -17,8 +17,10 @@ if [ ! -d "$RUNS_DIR" ]; then
   ln -s "$HERE/.venv" "$RUNS_DIR/.venv"
   [ -d "$HERE/build" ] && cp -r "$HERE/build" "$RUNS_DIR/build"
 fi
-if [ -n "$(git -C "$RUNS_DIR" status --porcelain --untracked-files=no)" ]; then
-  echo "error: $RUNS_DIR has uncommitted changes to tracked files; rows from it would not be judged (git_dirty). Clean it first." >&2
+# rows appended to tracked CSVs under results/ do not make the code dirty (engine/provenance.py git_info), so a queue
+# restarted after some rows landed runs on
+if [ -n "$(git -C "$RUNS_DIR" status --porcelain --untracked-files=no -- . ':(exclude)results')" ]; then
+  echo "error: $RUNS_DIR has uncommitted changes to tracked files outside results/; rows from it would not be judged (git_dirty). Clean it first." >&2
   exit 1
 fi
 export DATA_ROOT=${DATA_ROOT:-$HERE/../shared/data} OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}

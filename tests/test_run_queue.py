@@ -16,7 +16,9 @@ def _repo(tmp_path):
     (repo / ".venv").mkdir()
     git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    subprocess.run(git + ["add", "scripts"], check=True)
+    (repo / "results").mkdir()
+    (repo / "results" / "rows.csv").write_text("run_id\n")
+    subprocess.run(git + ["add", "scripts", "results"], check=True)
     subprocess.run(git + ["commit", "-qm", "init"], check=True)
     return repo
 
@@ -46,3 +48,13 @@ def test_unknown_grid_and_dirty_worktree_fail_naming_the_problem(tmp_path):
     (tmp_path / "runs" / "scripts" / "reproduce_fake.sh").write_text("exit 0\n")
     out = _queue(repo, tmp_path, "fake")
     assert out.returncode == 1 and "uncommitted changes" in out.stderr and not (tmp_path / "log").exists()
+
+
+def test_rows_appended_under_results_do_not_stop_a_restarted_queue(tmp_path):
+    repo = _repo(tmp_path)
+    assert _queue(repo, tmp_path, "fake").returncode == 0
+    with open(tmp_path / "runs" / "results" / "rows.csv", "a") as rows:
+        rows.write("abc123\n")
+    out = _queue(repo, tmp_path, "fake")
+    assert out.returncode == 0, out.stderr
+    assert len((tmp_path / "log").read_text().splitlines()) == 2
