@@ -20,7 +20,8 @@
 # w4a4_discovered (the authors' discovered CIFAR-10 generator, gen_cifar10 of iamkanghyunchoi/ait; no search) and
 # w4a4_searched (our inferred first-order DARTS search first: 200 iterations of one alpha step + one w step, batch 32,
 # a 16-channel search space; extra budget, then GDFQ with the derived 64-channel generator). Claims:
-# autorecon_{searched,discovered}_beats_gdfq_w4a4 (paired with the gdfq w4a4 arm of the same seed).
+# autorecon_{searched,discovered}_beats_gdfq_w4a4 (paired with the gdfq w4a4 arm of the same seed). w5a5_discovered and
+# w5a5_searched: the same at W5A5 (paired with gdfq w5a5; claims autorecon_{searched,discovered}_beats_gdfq_w5a5).
 # Sizing (03:05-03:20 UTC, 1 thread, load average 1.7-4.7 from other work): one search iteration (alpha + w step,
 # batch 32, width 16, teacher included) 3.8 s -> ~13 min per search; the discovered generator's forward/backward
 # through the teacher at batch 64 costs 3.8x GDFQ's (10.9 s vs 2.85 s at load 4.7; 6.5 s vs 1.8 s for a random
@@ -39,7 +40,7 @@ source "$(dirname "$0")/reproduce_lib.sh" "$@"
 
 # Arm-major order (every seed of one arm before the next arm), so a grid cut short leaves whole claims judged rather
 # than one seed of each. ARMS="w4a4 w4a4_noft" runs a subset in the given order.
-ARMS=${ARMS:-w4a4 w4a4_noft w4a4_qat w5a5 w5a5_noft w4a4_discovered w4a4_searched}
+ARMS=${ARMS:-w4a4 w4a4_noft w4a4_qat w5a5 w5a5_noft w4a4_discovered w4a4_searched w5a5_discovered w5a5_searched}
 for a in $ARMS; do
   exp=""   # the arm's group is the folder that holds its experiment file
   for g in gdfq autorecon; do [ -f "conf/experiment/$g/cifar10_jpeg_resnet20_$a.yaml" ] && exp="$g/cifar10_jpeg_resnet20_$a"; done
