@@ -54,6 +54,7 @@ import torch.nn.functional as F
 
 from core.complexity import measure
 from methods import Method, register_method
+from methods.common.atomic_files import save_tensors
 from methods.common.channel_pruning import (apply_channel_config, channel_groups, filter_l1,
                                             prune_channels, reinit_rule, reinitialize, top_k)
 from methods.common.heldout import heldout_split
@@ -379,7 +380,7 @@ class ACP(Method):
             else:                             # controls: only the FLOPs target of the same seed's search is needed
                 saved["state"] = None
             saved.update(gbest_weights=best["state"], gbest_fit=best["fit"], generator=self.generator.get_state())
-            self._save(saved, path)
+            save_tensors(saved, path)
         while allocation == "pso" and saved["state"]["cycle"] < p["cycles"]:
             st = saved["state"]
             pso_cycle(st, st["cycle"], fitness, self.generator, max_ch, p)
@@ -387,22 +388,15 @@ class ACP(Method):
             saved["history"].append({"cycle": st["cycle"], "gbest_fit": st["gbest_fit"], "gbest": list(st["gbest"]),
                                      "mean_fit": sum(st["fit"]) / len(st["fit"])})
             saved.update(gbest_weights=best["state"], gbest_fit=best["fit"], generator=self.generator.get_state())
-            self._save(saved, path)
+            save_tensors(saved, path)
         saved["done"] = True
-        self._save(saved, path)
+        save_tensors(saved, path)
         return saved
 
     def _convs(self, names):
         """The conv whose output is clustered for each group (its first producer)."""
         spec = channel_groups(self._dense)
         return [spec[n].producers[0] for n in names]
-
-    @staticmethod
-    def _save(obj, path):
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
 
     def _control_widths(self, saved, names, max_ch, ctx) -> list[int]:
         """``cluster``: n_l (scaled to the search's gbest FLOPs); ``uniform``: one rate at those FLOPs."""
@@ -491,7 +485,7 @@ class ACP(Method):
         f = self.train_and_score(cand, fit_loader, score_loader, ctx)
         saved.update(widths=widths, gbest_fit=f, gbest_weights={k: v.detach().cpu().clone()
                                                                for k, v in cand.state_dict().items()})
-        self._save(saved, cache)
+        save_tensors(saved, cache)
         return saved
 
     def metrics(self, model):

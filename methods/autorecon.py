@@ -29,7 +29,8 @@ space that the co-author code (iamkanghyunchoi/ait, ``AutoReCon_AIT``) decodes i
 ``method.generator``: ``search`` (the default) runs the search; a registered name (``ait_discovered_cifar10``, ...,
 ``gdfq_cifar``) skips it and trains that generator (the authors' discovered ones: no search cost). The derived
 genotype is printed and written to ``<run dir>/autorecon_genotype.yaml`` (with the final softmax(alpha) and the
-search curve); a resumed or re-evaluated run reads it back instead of searching again.
+search curve); a resumed or re-evaluated run reads it back instead of searching again, and a run killed during the
+search continues it from ``<run dir>/autorecon_search_state.pt`` (saved every 20 iterations).
 """
 from __future__ import annotations
 
@@ -40,11 +41,13 @@ import torch
 import yaml
 
 from methods import RunContext, register_method
+from methods.common.atomic_files import save_tensors, write_text
 from methods.common.generator_cells import CHOICES, ROWS, CellGenerator, relaxed_weights, mixed_op  # noqa: F401
 from methods.gdfq import GDFQ, generator_loss
 from methods.common.ranks import average_grads
 
 GENOTYPE_FILE = "autorecon_genotype.yaml"
+SEARCH_STATE_FILE = "autorecon_search_state.pt"   # the search in progress; removed once the genotype file is written
 
 
 def reconstruction_loss(method: GDFQ, G, z, y) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -104,9 +107,14 @@ def genotype_str(genotype: dict) -> str:
 
 
 def search_generator(method: GDFQ, G: CellGenerator, steps: int, batch_size: int, rng: torch.Generator,
-                     arch_optim: dict, weight_optim: dict, log_every: int = 10) -> list[dict]:
+                     arch_optim: dict, weight_optim: dict, log_every: int = 10, state_path: str | None = None,
+                     save_every: int = 20) -> list[dict]:
     """Alternating first-order search: per iteration an ``arch_step`` then a ``weight_step``, each on a fresh
-    generated batch. Returns the curve (every ``log_every`` iterations and the last)."""
+    generated batch. Returns the curve (every ``log_every`` iterations and the last).
+
+    With ``state_path``, the search state (G with alpha, both optimizers, the z/y stream, the curve) is saved there
+    every ``save_every`` iterations and a search that finds one continues from it: a killed search resumes where it
+    was saved and ends as the uninterrupted one would."""
     a = arch_optim
     arch_opt = torch.optim.Adam(G.arch_parameters(), lr=float(a.get("lr", 3e-4)),
                                 betas=tuple(a.get("betas", (0.5, 0.999))), weight_decay=float(a.get("weight_decay", 1e-3)))
@@ -114,8 +122,16 @@ def search_generator(method: GDFQ, G: CellGenerator, steps: int, batch_size: int
     weight_opt = torch.optim.Adam(G.weight_parameters(), lr=float(w.get("lr", 1e-3)),
                                   betas=tuple(w.get("betas", (0.5, 0.999))), weight_decay=float(w.get("weight_decay", 0)))
     G.train()
-    curve = []
-    for t in range(steps):
+    start, curve = 0, []
+    if state_path and os.path.exists(state_path):
+        saved = torch.load(state_path, weights_only=True)
+        G.load_state_dict(saved["G"])
+        arch_opt.load_state_dict(saved["arch_opt"])
+        weight_opt.load_state_dict(saved["weight_opt"])
+        rng.set_state(saved["rng"])
+        start, curve = int(saved["step"]), list(saved["curve"])
+        print(f"[autorecon search] resuming at step {start}/{steps} from {state_path}", flush=True)
+    for t in range(start, steps):
         la, _, _ = arch_step(method, G, arch_opt, *_sample(batch_size, method.latent_dim, method.num_classes, rng,
                                                            method.device))
         lw, bns, acc = weight_step(method, G, weight_opt, *_sample(batch_size, method.latent_dim, method.num_classes,
@@ -125,6 +141,9 @@ def search_generator(method: GDFQ, G: CellGenerator, steps: int, batch_size: int
                           "teacher_acc": round(acc, 4), "alpha_entropy_ratio": round(alpha_entropy_ratio(G), 5)})
             print(f"[autorecon search] step {t + 1}/{steps} L_r(alpha) {la:.4f} L_r(w) {lw:.4f} L_BNS {bns:.4f} "
                   f"teacher acc {acc:.3f} alpha entropy/uniform {curve[-1]['alpha_entropy_ratio']:.4f}", flush=True)
+        if state_path and (t + 1) % save_every == 0 and t + 1 < steps:
+            save_tensors({"step": t + 1, "G": G.state_dict(), "arch_opt": arch_opt.state_dict(),
+                          "weight_opt": weight_opt.state_dict(), "rng": rng.get_state(), "curve": curve}, state_path)
     return curve
 
 
@@ -159,10 +178,10 @@ class AutoReCon(GDFQ):
         else:
             self.found = self.search(ctx)
             if path:      # atomic: a kill mid-write must not leave a truncated file for the resume to read
-                tmp = path + ".tmp"
-                with open(tmp, "w") as f:
-                    yaml.safe_dump(self.found, f, sort_keys=False)
-                os.replace(tmp, path)
+                write_text(yaml.safe_dump(self.found, sort_keys=False), path)
+                state = os.path.join(ctx.out_dir, SEARCH_STATE_FILE)
+                if os.path.exists(state):
+                    os.remove(state)
         print(f"[autorecon] derived generator ({self.found['search_steps']} search steps, alpha entropy/uniform "
               f"{self.found['alpha_entropy_ratio']:.4f}):\n{genotype_str(self.found['genotype'])}", flush=True)
         return CellGenerator(ctx.num_classes, self.latent_dim, ctx.image_size, ctx.in_channels,
@@ -177,8 +196,10 @@ class AutoReCon(GDFQ):
             G = CellGenerator(ctx.num_classes, self.latent_dim, ctx.image_size, ctx.in_channels, genotype=None,
                               width=self.search_width).to(ctx.device)
             alpha0 = [a.detach().clone() for a in G.arch_parameters()]
+            out_dir = getattr(ctx, "out_dir", None)
             curve = search_generator(self, G, self.search_steps, self.search_batch, rng, self.arch_optim,
-                                     self.weight_optim)
+                                     self.weight_optim, state_path=os.path.join(out_dir, SEARCH_STATE_FILE)
+                                     if out_dir else None)
         shift = max(float((a.detach() - a0).abs().max()) for a, a0 in zip(G.arch_parameters(), alpha0))
         return {"genotype": derive_genotype(G), "search_steps": self.search_steps,
                 "alpha_entropy_ratio": round(alpha_entropy_ratio(G), 5), "alpha_shift": round(shift, 5),

@@ -101,6 +101,49 @@ def test_the_search_leaves_the_runs_random_streams_as_it_found_them():
     assert torch.equal(torch.get_rng_state(), global_before) and torch.equal(m.generator.get_state(), method_before)
 
 
+def test_a_search_killed_part_way_resumes_from_its_saved_state_and_ends_as_the_uninterrupted_one(tmp_path,
+                                                                                                   monkeypatch):
+    from methods import autorecon as autorecon_module
+    from tests.conftest import tiny_ctx
+    ctx = tiny_ctx()
+    ctx.num_classes, ctx.in_channels, ctx.image_size, ctx.out_dir = 3, 3, 8, None
+
+    def method():
+        torch.manual_seed(0)                         # the same teacher every time
+        m = _method_with_teacher()
+        m.search_steps, m.search_batch, m.search_width = 5, 2, 4
+        m.arch_optim = {"lr": 0.05}
+        return m
+
+    monkeypatch.setattr(autorecon_module, "search_generator",
+                        lambda *a, real=autorecon_module.search_generator, **kw: real(*a, **{**kw, "save_every": 2}))
+    whole = method().search(ctx)                     # no run folder: nothing saved
+    assert not os.listdir(tmp_path)
+    ctx.out_dir = str(tmp_path)
+    real_weight_step, calls = autorecon_module.weight_step, []
+
+    def dying_weight_step(*a):
+        calls.append(1)
+        if len(calls) == 4:                          # during iteration 4: the state of iteration 2 is on disk
+            raise KeyboardInterrupt("simulated kill")
+        return real_weight_step(*a)
+
+    monkeypatch.setattr(autorecon_module, "weight_step", dying_weight_step)
+    with pytest.raises(KeyboardInterrupt):
+        method().search(ctx)
+    state = tmp_path / autorecon_module.SEARCH_STATE_FILE
+    assert torch.load(state, weights_only=True)["step"] == 2
+    monkeypatch.setattr(autorecon_module, "weight_step", real_weight_step)
+    m = method()
+    m.width = 4
+    m.make_generator(ctx)                            # resumes the search, writes the genotype, drops the state
+    resumed = m.found
+    assert (tmp_path / GENOTYPE_FILE).exists() and not state.exists()
+    assert resumed["softmax_alpha"] == whole["softmax_alpha"] and resumed["genotype"] == whole["genotype"]
+    assert resumed["curve"] == whole["curve"] and resumed["alpha_shift"] == whole["alpha_shift"]
+    assert whole["alpha_shift"] > 0
+
+
 def test_derivation_takes_the_argmax_of_every_edge_zero_ops_included():
     gen = CellGenerator(3, latent_dim=12, image_size=8, genotype=None, width=4)
     assert alpha_entropy_ratio(gen) > 0.9999
@@ -222,20 +265,25 @@ def test_a_run_killed_while_writing_the_genotype_leaves_no_truncated_file(tmp_pa
     from tests.conftest import tiny_ctx
     found = {"genotype": DISCOVERED["cifar100"], "search_steps": 7, "alpha_entropy_ratio": 0.5, "alpha_shift": 1.0,
              "curve": [{"step": 1}]}
+    from methods.common import atomic_files
     monkeypatch.setattr(AutoReCon, "search", lambda self, ctx: found)
-    real_dump = yaml.safe_dump
+    real_open = open
 
-    def dying_dump(data, stream=None, **kw):
-        stream.write(real_dump(data, **kw)[:40])       # part of the text reaches the file, then the kill
-        raise KeyboardInterrupt("simulated kill")
+    def dying_open(path, mode="r", *a, **kw):
+        f = real_open(path, mode, *a, **kw)
+        if "w" in mode:                                # part of the text reaches the file, then the kill
+            f.write = lambda text: (f.buffer.write(text[:40].encode()), f.flush(),
+                                    (_ for _ in ()).throw(KeyboardInterrupt("simulated kill")))
+        return f
 
-    monkeypatch.setattr(autorecon_module.yaml, "safe_dump", dying_dump)
+    monkeypatch.setattr(atomic_files, "open", dying_open, raising=False)
     ctx = tiny_ctx()
     ctx.num_classes, ctx.in_channels, ctx.image_size, ctx.out_dir = 10, 3, 8, str(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         AutoReCon({"seed": 0, "generator_width": 4}).make_generator(ctx)
     assert not (tmp_path / GENOTYPE_FILE).exists()
-    monkeypatch.setattr(autorecon_module.yaml, "safe_dump", real_dump)
+    monkeypatch.undo()
+    monkeypatch.setattr(AutoReCon, "search", lambda self, ctx: found)
     AutoReCon({"seed": 0, "generator_width": 4}).make_generator(ctx)
     assert yaml.safe_load((tmp_path / GENOTYPE_FILE).read_text()) == found
 
