@@ -307,3 +307,29 @@ def test_experiment_files_compose_and_run_one_step(compose):
                        "method.warmup_epochs=0", "method.search.steps=1", "method.search.batch_size=2",
                        "method.search.width=4", "logger=none", "trainer.init_checkpoint=null"])
         run(cfg)
+
+
+# ---- the umbrella claim pairs every AutoReCon arm with the GDFQ arm of its bit widths -------------------------------
+def _grid_row(method, experiment, bits, seed, top1):
+    return {"run_id": f"{experiment}-{seed}", "paper": "autorecon", "dataset": "cifar10_jpeg", "model": "resnet20",
+            "method": method, "fidelity": "reduced", "experiment": experiment, "seed": seed, "top1": top1,
+            "extra": {"w_bits": bits, "a_bits": bits, "level_flip_rate": 0.8}, "_judged": True}
+
+
+def test_generator_improves_pairs_each_autorecon_arm_with_gdfq_at_its_bits_and_holds_only_if_all_hold():
+    from engine import references as R
+    claim = next(c for c in R.load_references()["autorecon"].claims if c.id == "autorecon_generator_improves")
+    rows = []
+    for s in range(3):
+        rows += [_grid_row("gdfq", "cifar10_jpeg_resnet20_w4a4", 4, s, 68.0 + s * 0.3),
+                 _grid_row("gdfq", "cifar10_jpeg_resnet20_w4a4_noft", 4, s, 99.0),       # not the GDFQ arm
+                 _grid_row("gdfq", "cifar10_jpeg_resnet20_w5a5", 5, s, 80.0 + s * 0.3),
+                 _grid_row("autorecon", "cifar10_jpeg_resnet20_w4a4_discovered", 4, s, 74.0 + s * 0.2),
+                 _grid_row("autorecon", "cifar10_jpeg_resnet20_w5a5_discovered", 5, s, 84.0 + s * 0.4)]
+    result = R.evaluate_claim(claim, rows)
+    pairs = {(c.better.experiment, c.worse.experiment) for c in result.comparisons}
+    assert pairs == {("cifar10_jpeg_resnet20_w4a4_discovered", "cifar10_jpeg_resnet20_w4a4"),
+                     ("cifar10_jpeg_resnet20_w5a5_discovered", "cifar10_jpeg_resnet20_w5a5")}
+    assert result.status == "held"
+    rows += [_grid_row("autorecon", "cifar10_jpeg_resnet20_w5a5_searched", 5, s, 79.0 + s * 0.1) for s in range(3)]
+    assert R.evaluate_claim(claim, rows).status == "inconclusive"      # one of three comparisons not held
