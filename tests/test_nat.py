@@ -402,3 +402,29 @@ def test_killed_run_resumes_to_the_uninterrupted_run(compose, monkeypatch, kill_
         assert resumed["extra"][key] == reference["extra"][key], key
     assert resumed["extra"]["policy_steps"] == 4
     assert (resumed["top1"], resumed["loss"]) == (reference["top1"], reference["loss"])
+
+
+# ---- the abstract's claims pair each transformed cell with its input, whatever epochs the search added -----------
+def _grid_row(method, experiment, variant, seed, top1, macs, epochs):
+    return {"run_id": f"{experiment}-{seed}", "paper": "nat", "dataset": "cifar10_jpeg", "model": "nat_cell",
+            "method": method, "fidelity": "reduced", "variant": variant, "experiment": experiment, "seed": seed,
+            "top1": top1, "macs": macs, "epochs": epochs, "_judged": True,
+            "extra": {"changed_edges": 9, "derive_input_acc": 0.25, "policy_shift": 0.5}}
+
+
+def test_abstract_claims_pair_each_searched_cell_with_its_input_per_cell_type():
+    from engine import references as R
+    claims = {c.id: c for c in R.load_references()["nat"].claims}
+    rows = []
+    for s in range(3):
+        for cell, variant in (("darts", "v_darts"), ("resblock", "v_res")):
+            rows += [_grid_row("baseline", f"cifar10_jpeg_{cell}_original", variant, s, 50.0 + s * 0.2, 8e6, 8),
+                     _grid_row("nat", f"cifar10_jpeg_{cell}_nat", variant, s, 51.0 + s * 0.3, 5e6 + s * 1e5, 68),
+                     _grid_row("nat", f"cifar10_jpeg_{cell}_nat_random", variant, s, 40.0, 4e6 + s * 1e5, 68)]
+    accurate = R.evaluate_claim(claims["nat_more_accurate"], rows)
+    assert {(c.better.experiment, c.worse.experiment) for c in accurate.comparisons} == {
+        ("cifar10_jpeg_darts_nat", "cifar10_jpeg_darts_original"),
+        ("cifar10_jpeg_resblock_nat", "cifar10_jpeg_resblock_original")}   # the lr-0 controls are not NAT
+    assert accurate.status == "held"
+    cost = R.evaluate_claim(claims["nat_no_extra_cost"], rows)
+    assert len(cost.comparisons) == 4 and cost.status == "held"     # every transformed arm, per cell type
