@@ -626,3 +626,24 @@ def test_claim_arms_named_by_experiment_can_pair():
                             problems.append(f"{ref.paper}/{claim.id}: {key} {getattr(fb[0], key)!r} "
                                             f"({fb[0].path}) != {getattr(fw[0], key)!r} ({fw[0].path})")
     assert pairs > 50 and not problems, "\n".join(problems)
+
+
+def test_claims_with_committed_judged_rows_on_both_sides_pair_them():
+    """A claim whose two sides both match judged committed rows must compare some of them: a ``same`` key that the
+    two sides can never share (``variant`` naming the generator, ``epochs`` counting a search) kept three abstract
+    claims at "not tested" whatever the rows said."""
+    import glob
+    from engine.references.claims import _judged, _matches
+    from engine.results import read_rows
+    rows = [r for f in sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "runs", "*.csv"))) for r in read_rows(f)]
+    rows = R.mark_judged(rows)
+    problems = []
+    for ref in R.load_references().values():
+        for claim in ref.claims:
+            if claim.compare is None or claim.superseded or claim.metric is None:
+                continue
+            sides = [s if "paper" in s else {**s, "paper": claim.paper} for s in (claim.better, claim.worse)]
+            if all(any(_judged(r) and _matches(r, s) for r in rows) for s in sides) and \
+                    not R.evaluate_claim(claim, rows).comparisons:
+                problems.append(f"{ref.paper}/{claim.id}: same={claim.same}")
+    assert not problems, "\n".join(problems)
