@@ -32,7 +32,8 @@
 #
 # Measured on an idle machine (2 threads, 2026-12-02, one run at a time, latency timing included): GDFQ arm ~8 min,
 # no-fine-tune arm ~4 min, QAT arm ~6 min, discovered arm ~20 min (130 s per 50 warm-up steps); the five GDFQ arms
-# of 3 seeds ~1.5 h, the discovered arm 1 h.
+# of 3 seeds ~1.5 h, the discovered arm 1 h. 2026-12-03 (idle, 2 threads): searched W4A4 ~15 min (search ~6 min),
+# GDFQ W5A5 ~4.5 min, W5A5 no-fine-tune ~3 min, discovered W5A5 ~14 min per run.
 #
 # Resumable: scripts/reproduce_lib.sh skips an arm whose row exists at the file's current config hash; an interrupted
 # run continues from its last epoch checkpoint (the generator and its optimizer are in the method state).
