@@ -6,7 +6,7 @@
 # GDFQ arms per seed (pretrained CIFAR-10 ResNet-20 teacher, cifar10_jpeg test split; 50 iterations of batch 64 per
 # epoch; 4 warm-up epochs of generator-only training + 4 fine-tune epochs): w4a4 (GDFQ), w4a4_noft (the warm-up
 # only: student never updated), w4a4_qat (full-data QAT upper bound: real training images, same steps), w5a5,
-# w5a5_noft. Claims: gdfq_finetune_beats_no_finetune_{w4a4,w5a5}, gdfq_below_full_data_qat_w4a4,
+# w5a5_noft, w5a5_qat (run last). Claims: gdfq_finetune_beats_no_finetune_{w4a4,w5a5}, gdfq_below_full_data_qat_{w4a4,w5a5},
 # gdfq_w5a5_beats_w4a4 (results/reference/autorecon.yaml).
 # Sizing (timing probe of 20 steps: 10 warm-up + 10 fine-tune steps at batch 64, 1 thread holding the CPU lock, load
 # average 2.9 from other work, 01:10 UTC): 3.0 s per warm-up step (generator forward/backward through the teacher +
@@ -41,7 +41,7 @@ source "$(dirname "$0")/reproduce_lib.sh" "$@"
 
 # Arm-major order (every seed of one arm before the next arm), so a grid cut short leaves whole claims judged rather
 # than one seed of each. ARMS="w4a4 w4a4_noft" runs a subset in the given order.
-ARMS=${ARMS:-w4a4 w4a4_noft w4a4_qat w5a5 w5a5_noft w4a4_discovered w4a4_searched w5a5_discovered w5a5_searched}
+ARMS=${ARMS:-w4a4 w4a4_noft w4a4_qat w5a5 w5a5_noft w4a4_discovered w4a4_searched w5a5_discovered w5a5_searched w5a5_qat}
 for a in $ARMS; do
   exp=""   # the arm's group is the folder that holds its experiment file
   for g in gdfq autorecon; do [ -f "conf/experiment/$g/cifar10_jpeg_resnet20_$a.yaml" ] && exp="$g/cifar10_jpeg_resnet20_$a"; done
