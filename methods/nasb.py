@@ -51,6 +51,7 @@ import yaml
 
 from methods import register_method
 from methods.base import RunContext, Stage
+from methods.common.atomic_files import write_text
 from methods.common.binary import BinaryMethod
 from methods.common.ranks import average_grads
 
@@ -324,10 +325,7 @@ class NASB(BinaryMethod):
             header.append(f"# softmax(alpha_{kind}) per edge: {rows}")
         body = {"name": "nasb_cell", "genotype": self.genotype, "width": sp["width"], "cells": sp["cells"],
                 "act": sp["act"]}
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("\n".join(header) + "\n" + yaml.safe_dump(body, default_flow_style=None, sort_keys=False))
-        os.replace(tmp, path)
+        write_text("\n".join(header) + "\n" + yaml.safe_dump(body, default_flow_style=None, sort_keys=False), path)
         self.genotype_path = path
 
     # ---- per step: the bilevel alternation ----------------------------------------------------------------------

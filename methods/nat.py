@@ -47,6 +47,7 @@ import yaml
 
 from methods import Method, register_method
 from methods.base import RunContext, Stage
+from methods.common.atomic_files import write_text
 from methods.common.heldout import heldout_split
 from methods.common.ranks import average_grads
 from models.nat_cells import PRIMITIVES, NATNet, NATSupernet, full_concat, load_genotype
@@ -525,10 +526,7 @@ class NAT(Method):
                   f"# transformed: {genotype_str(self.genotype)}",
                   f"# shared-weight accuracies on the {self.dcfg['split']} split: {self._derive_report}"]
         body = {"name": "nat_cell", "genotype": self.genotype, **self._kw}
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("\n".join(header) + "\n" + yaml.safe_dump(body, default_flow_style=None, sort_keys=False))
-        os.replace(tmp, path)
+        write_text("\n".join(header) + "\n" + yaml.safe_dump(body, default_flow_style=None, sort_keys=False), path)
         self.genotype_path = path
 
     # ---- reporting and state ----------------------------------------------------------------------------------
