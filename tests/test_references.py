@@ -633,7 +633,7 @@ def test_claims_with_committed_judged_rows_on_both_sides_pair_them():
     two sides can never share (``variant`` naming the generator, ``epochs`` counting a search) kept three abstract
     claims at "not tested" whatever the rows said."""
     import glob
-    from engine.references.claims import _judged, _matches
+    from engine.references.claims import claim_sides, side_has_judged_rows
     from engine.results import read_rows
     rows = [r for f in sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "runs", "*.csv"))) for r in read_rows(f)]
     rows = R.mark_judged(rows)
@@ -642,8 +642,7 @@ def test_claims_with_committed_judged_rows_on_both_sides_pair_them():
         for claim in ref.claims:
             if claim.compare is None or claim.superseded or claim.metric is None:
                 continue
-            sides = [s if "paper" in s else {**s, "paper": claim.paper} for s in (claim.better, claim.worse)]
-            if all(any(_judged(r) and _matches(r, s) for r in rows) for s in sides) and \
+            if all(side_has_judged_rows(s, rows) for s in claim_sides(claim)) and \
                     not R.evaluate_claim(claim, rows).comparisons:
                 problems.append(f"{ref.paper}/{claim.id}: same={claim.same}")
     assert not problems, "\n".join(problems)

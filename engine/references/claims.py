@@ -149,6 +149,15 @@ class ClaimResult:
         return out
 
 
+def claim_sides(claim: Claim) -> tuple[dict, dict]:
+    """The ``better`` and ``worse`` row filters, each restricted to the claim's own paper unless it names one."""
+    return tuple(side if "paper" in side else {**side, "paper": claim.paper} for side in (claim.better, claim.worse))
+
+
+def side_has_judged_rows(side: dict, rows: list[dict]) -> bool:
+    return any(_judged(r) and _matches(r, side) for r in rows)
+
+
 def evaluate_claim(claim: Claim, rows: list[dict], conv: Conventions | None = None) -> ClaimResult:
     """Judge ``claim`` on the judged rows of its own paper (unless a side names ``paper`` itself: another paper's
     baseline of the same model is a different recipe, pooling it would compare unlike things)."""
@@ -156,8 +165,7 @@ def evaluate_claim(claim: Claim, rows: list[dict], conv: Conventions | None = No
         return ClaimResult(claim=claim, comparisons=[])
     if claim.within_row is not None:
         return _evaluate_within_row(claim, rows, conv)
-    better = claim.better if "paper" in claim.better else {**claim.better, "paper": claim.paper}
-    worse = claim.worse if "paper" in claim.worse else {**claim.worse, "paper": claim.paper}
+    better, worse = claim_sides(claim)
     groups: dict[tuple, dict] = {}
     for row in rows:
         if not _judged(row):
