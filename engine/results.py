@@ -88,6 +88,18 @@ def append_row(path: str, row: dict) -> bool:
         lock.release()
 
 
+def append_measurements(path: str, fields: list[str], rows: list[dict]) -> None:
+    """Append ``rows`` to a measurement CSV (a probe's or benchmark's table under results/measurements, not run
+    rows), writing the header ``fields`` when the file is new."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    new = not os.path.exists(path) or os.path.getsize(path) == 0
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
 def update_row(path: str, run_id: str, fields: dict) -> None:
     """Set ``fields`` (columns of COLUMNS; ``extra`` a dict merged into the row's) on the row with ``run_id``, under
     the file's lock. Only that row's line changes (every other line keeps its bytes); the file is replaced

@@ -26,6 +26,9 @@ Equations (each a function of this file, by name):
   ``baseline_update: official``) or x = R (``baseline_update: reward``, the textbook moving average).
 - **Input architectures** (:func:`sample_input_arch`): during the search beta is uniform over the cell space (per
   node two inputs uniform over the earlier nodes, two ops uniform over all but null), as the official ArchMaster.
+  ``search_inputs: uniform_null`` (ours) draws the ops over all 13, null included, so the shared weights also see
+  nodes with one live input, as an input cell with null edges has (the ResNet block: docs/nat.md); ``target``
+  trains on the model's cell only.
 - **Shared weights** (models/nat_cells.py NATSupernet): one SGD step of CE(w; beta) per training batch on a fresh
   uniform beta (the engine's step), then ``policy_steps`` REINFORCE steps (:meth:`NAT.after_step`).
 - **Inference** (:func:`shared_weight_accuracy`, :meth:`NAT._derive`): K = ``derive.n_archs`` transformed cells of
@@ -78,7 +81,7 @@ TRANSITION_SETS = {"natpp": TRANSITIONS, "nat": NAT_TRANSITIONS}
 BASELINE_UPDATES = ("official", "reward")
 DERIVE_ORDERS = ("shuffled", "index")   # the held-out scoring batches: one fixed random order | index order
 DERIVE_SPLITS = ("heldout", "test")
-SEARCH_INPUTS = ("uniform", "target")
+SEARCH_INPUTS = ("uniform", "uniform_null", "target")
 PHASES = ("search", "retrain")
 GENOTYPE_FILE = "nat_derived.yaml"
 EPS = 1e-5
@@ -174,10 +177,10 @@ def transform_cell(policy: NATPolicy, edges, mask: torch.Tensor, generator: torc
     return new, logp.gather(1, act[:, None]).sum(), ent.sum(), probs
 
 
-def sample_input_arch(steps: int, ops, generator: torch.Generator) -> list:
+def sample_input_arch(steps: int, ops, generator: torch.Generator, with_null: bool = False) -> list:
     """A uniform cell (the official ArchMaster with forced-uniform probabilities): per node t = 2..steps+1, two inputs
-    uniform over 0..t-1 (independently), then two ops uniform over all ops but null."""
-    choices = [o for o in ops if o != "null"]
+    uniform over 0..t-1 (independently), then two ops uniform over all ops but null (``with_null``: all ops)."""
+    choices = [o for o in ops if with_null or o != "null"]
     edges = []
     for t in range(2, steps + 2):
         f = [int(torch.randint(t, (1,), generator=generator)) for _ in range(2)]
@@ -401,11 +404,12 @@ class NAT(Method):
     # ---- stages -----------------------------------------------------------------------------------------------
     def _next_beta(self) -> dict:
         steps = self._kw["steps"]
-        if self.cfg.get("search_inputs", "uniform") == "target":
+        inputs = self.cfg.get("search_inputs", "uniform")
+        if inputs == "target":
             return self.target
-        full = full_concat(steps)
-        return {"normal": sample_input_arch(steps, PRIMITIVES, self.generator), "normal_concat": full,
-                "reduce": sample_input_arch(steps, PRIMITIVES, self.generator), "reduce_concat": full}
+        full, null = full_concat(steps), inputs == "uniform_null"
+        return {"normal": sample_input_arch(steps, PRIMITIVES, self.generator, null), "normal_concat": full,
+                "reduce": sample_input_arch(steps, PRIMITIVES, self.generator, null), "reduce_concat": full}
 
     def _set_beta(self, model, beta: dict) -> None:
         self._beta = beta

@@ -9,7 +9,6 @@ threads torch uses here. One CSV row per model; the dense backbone of the first 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import sys
@@ -20,6 +19,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from core.complexity import measure  # noqa: E402
+from engine.results import append_measurements  # noqa: E402
 from methods import RunContext, build_method  # noqa: E402
 from models import build_model  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
@@ -75,13 +75,7 @@ def main():
                          "latency_b64_ms": round(latency_ms(m, shape, 64, max(5, args.reps // 3)), 3),
                          "threads": torch.get_num_threads(), "torch_version": torch.__version__})
             print(rows[-1], flush=True)
-    new = not os.path.exists(args.out)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        if new:
-            w.writeheader()
-        w.writerows(rows)
+    append_measurements(args.out, FIELDS, rows)
 
 
 if __name__ == "__main__":

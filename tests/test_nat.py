@@ -428,3 +428,21 @@ def test_abstract_claims_pair_each_searched_cell_with_its_input_per_cell_type():
     assert accurate.status == "held"
     cost = R.evaluate_claim(claims["nat_no_extra_cost"], rows)
     assert len(cost.comparisons) == 4 and cost.status == "held"     # every transformed arm, per cell type
+
+
+@pytest.mark.parametrize("inputs, nulls", [("uniform", False), ("uniform_null", True)])
+def test_search_input_cells_draw_null_only_in_the_uniform_null_variant(inputs, nulls):
+    # official: ops uniform over all but null; uniform_null (ours) also trains the shared weights on single-input
+    # nodes, which an input cell with null edges (the ResNet block) has
+    from methods.base import RunContext
+    from methods.nat import NAT
+    method = NAT({"search_inputs": inputs,
+                  "stages": [{"name": "search", "phase": "search"}, {"name": "retrain", "phase": "retrain"}]})
+    ctx = RunContext(num_classes=10, in_channels=3, image_size=8, device=torch.device("cpu"), train_loader=None,
+                     test_loader=None, seed=0)
+    method.transform(nat_cell(genotype="resblock", width=4, layers=3), ctx)
+    ops = [op for _ in range(30) for kind in ("normal", "reduce") for op, _, _ in method._next_beta()[kind]]
+    assert ("null" in ops) is nulls
+    assert len(set(ops)) == len(PRIMITIVES) - (not nulls)          # every other op drawn in 480 edges
+    with pytest.raises(ValueError, match="method.search_inputs"):
+        NAT({"search_inputs": "bogus"})
