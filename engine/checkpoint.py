@@ -6,11 +6,12 @@ is not a readable checkpoint, or whose weights do not fit the model, fails with 
 """
 from __future__ import annotations
 
-import glob
 import os
 import re
 
 import torch
+
+from core.atomic_files import AtomicWriteError, save_tensors
 
 
 class CheckpointError(ValueError):
@@ -18,45 +19,12 @@ class CheckpointError(ValueError):
 
 
 def save_atomic(obj, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = f"{path}.tmp{os.getpid()}"
+    """``obj`` saved to ``path`` atomically (core/atomic_files.py); a failed write raises ``CheckpointError``."""
     try:
-        os.makedirs(folder, exist_ok=True)
-        remove_stale_temps(path)
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except (OSError, RuntimeError) as e:   # torch.save reports a failed write as RuntimeError
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
-        raise CheckpointError(f"cannot write checkpoint {path}: {reason} (check free disk space and that "
-                              f"{folder} is writable, or set paths.output_dir)") from e
-
-
-def remove_stale_temps(path: str) -> None:
-    """Delete ``<path>.tmp<pid>`` files left by writers that no longer run."""
-    for tmp in glob.glob(glob.escape(path) + ".tmp*"):
-        pid = tmp[len(path) + 4:]
-        if pid.isdigit() and not _running(int(pid)):
-            os.remove(tmp)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        save_tensors(obj, path)
+    except AtomicWriteError as e:
+        raise CheckpointError(f"cannot write checkpoint {path}: {e.reason} (check free disk space and that "
+                              f"{os.path.dirname(os.path.abspath(path))} is writable, or set paths.output_dir)") from e
 
 
 def load(path: str, map_location="cpu"):

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 from core.complexity import measure
 from methods import Method, register_method
-from methods.common.atomic_files import save_tensors
+from core.atomic_files import save_tensors
 from methods.common.channel_pruning import (apply_channel_config, channel_groups, filter_l1,
                                             prune_channels, reinit_rule, reinitialize, top_k)
 from methods.common.heldout import heldout_split

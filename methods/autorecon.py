@@ -41,7 +41,7 @@ import torch
 import yaml
 
 from methods import RunContext, register_method
-from methods.common.atomic_files import save_tensors, write_text
+from core.atomic_files import save_tensors, write_text
 from methods.common.generator_cells import CHOICES, ROWS, CellGenerator, relaxed_weights, mixed_op  # noqa: F401
 from methods.gdfq import GDFQ, generator_loss
 from methods.common.ranks import average_grads

@@ -51,7 +51,7 @@ import yaml
 
 from methods import register_method
 from methods.base import RunContext, Stage
-from methods.common.atomic_files import write_text
+from core.atomic_files import write_text
 from methods.common.binary import BinaryMethod
 from methods.common.ranks import average_grads
 

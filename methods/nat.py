@@ -50,7 +50,7 @@ import yaml
 
 from methods import Method, register_method
 from methods.base import RunContext, Stage
-from methods.common.atomic_files import write_text
+from core.atomic_files import write_text
 from methods.common.heldout import heldout_split
 from methods.common.ranks import average_grads
 from models.nat_cells import PRIMITIVES, NATNet, NATSupernet, full_concat, load_genotype

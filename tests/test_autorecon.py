@@ -265,7 +265,7 @@ def test_a_run_killed_while_writing_the_genotype_leaves_no_truncated_file(tmp_pa
     from tests.conftest import tiny_ctx
     found = {"genotype": DISCOVERED["cifar100"], "search_steps": 7, "alpha_entropy_ratio": 0.5, "alpha_shift": 1.0,
              "curve": [{"step": 1}]}
-    from methods.common import atomic_files
+    from core import atomic_files
     monkeypatch.setattr(AutoReCon, "search", lambda self, ctx: found)
     real_open = open
 
