@@ -149,9 +149,14 @@ class ClaimResult:
         return out
 
 
+def _own_paper(claim: Claim, side: dict) -> dict:
+    """A row filter restricted to the claim's own paper unless it names one."""
+    return side if "paper" in side else {**side, "paper": claim.paper}
+
+
 def claim_sides(claim: Claim) -> tuple[dict, dict]:
     """The ``better`` and ``worse`` row filters, each restricted to the claim's own paper unless it names one."""
-    return tuple(side if "paper" in side else {**side, "paper": claim.paper} for side in (claim.better, claim.worse))
+    return _own_paper(claim, claim.better), _own_paper(claim, claim.worse)
 
 
 def side_has_judged_rows(side: dict, rows: list[dict]) -> bool:
@@ -237,7 +242,7 @@ def _idle(claim: Claim, acts_arms: list[dict], better: str, worse: str) -> str:
 def _evaluate_within_row(claim: Claim, rows: list[dict], conv: Conventions | None) -> ClaimResult:
     """Per experiment: each row's ``metric − min`` (or ``metric − other``) over seeds, one-sample t against the
     margin (0 with ``min``)."""
-    better = claim.better if "paper" in claim.better else {**claim.better, "paper": claim.paper}
+    better = _own_paper(claim, claim.better)
     arms: dict[str, Arm] = {}
     fids: dict[str, set] = {}
     other = claim.within_row["other"]
