@@ -270,19 +270,19 @@ def write_csvs(out_dir: str, variant: str, res: dict) -> list[str]:
     paths = [os.path.join(out_dir, f"units_{variant}.csv"), os.path.join(out_dir, f"class_drops_{variant}.csv"),
              os.path.join(out_dir, f"correlations_{variant}.csv")]
     with open(paths[0], "w", newline="") as f:
-        wr = csv.writer(f)
+        wr = csv.writer(f, lineterminator="\n")
         wr.writerow(list(t))
         for i in range(res["units"]):
             wr.writerow([t[k][i] for k in t])
     with open(paths[1], "w", newline="") as f:
-        wr = csv.writer(f)
+        wr = csv.writer(f, lineterminator="\n")
         cd = res["class_drop"].numpy()
         wr.writerow(["unit", *[f"class_{k}" for k in range(cd.shape[1])]])
         for u in range(cd.shape[0]):
             wr.writerow([u, *cd[u]])
     with open(paths[2], "w", newline="") as f:
         wr = csv.DictWriter(f, fieldnames=["attribute", "target", "n", "pearson", "spearman", "spearman_ci_lo",
-                                           "spearman_ci_hi"])
+                                           "spearman_ci_hi"], lineterminator="\n")
         wr.writeheader()
         wr.writerows(res["correlations"])
     return paths

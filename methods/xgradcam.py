@@ -245,7 +245,7 @@ def write_scores_csv(path: str, tables: dict[str, dict]) -> None:
     """Flat CSV: one line per model variant x method x layer, mean and std of every metric."""
     metrics = sorted({m for t in tables.values() for row in t.values() for m in row})
     with open(path, "w", newline="") as f:
-        wr = csv.writer(f)
+        wr = csv.writer(f, lineterminator="\n")
         wr.writerow(["model_variant", "method", "layer", *metrics])
         for variant, table in tables.items():
             for (method, layer), row in sorted(table.items()):

@@ -51,7 +51,8 @@ def main(cfg) -> None:
                      "top1": evaluate(fused, data.test, "cpu")["top1"]})
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["experiment", "model", "temperature", "top1", "test_images"])
+        writer = csv.DictWriter(f, fieldnames=["experiment", "model", "temperature", "top1", "test_images"],
+                                lineterminator="\n")
         writer.writeheader()
         for r in rows:
             writer.writerow({"experiment": cfg.name, **r, "test_images": n_test})
