@@ -36,15 +36,13 @@ def _write_atomically(path: str, mode: str, write) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except (OSError, RuntimeError) as e:   # torch.save reports a failed write as RuntimeError
+    except BaseException as e:             # a failed write or a kill (KeyboardInterrupt) mid-write: no temp left
         if os.path.exists(tmp):
             os.remove(tmp)
+        if not isinstance(e, (OSError, RuntimeError)):   # torch.save reports a failed write as RuntimeError
+            raise
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
         raise AtomicWriteError(path, reason) from e
-    except BaseException:                  # a kill (KeyboardInterrupt) mid-write: no partial temp either
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save_tensors(obj, path: str) -> None:

@@ -189,6 +189,14 @@ def sample_input_arch(steps: int, ops, generator: torch.Generator, with_null: bo
     return edges
 
 
+def sample_input_cell(steps: int, generator: torch.Generator, with_null: bool = False) -> dict:
+    """A uniform input architecture beta: both cell types drawn by :func:`sample_input_arch`, every node
+    concatenated."""
+    full = full_concat(steps)
+    return {"normal": sample_input_arch(steps, PRIMITIVES, generator, with_null), "normal_concat": full,
+            "reduce": sample_input_arch(steps, PRIMITIVES, generator, with_null), "reduce_concat": full}
+
+
 def reward(acc_alpha: float, acc_beta: float) -> float:
     """R(alpha | beta) = Acc(alpha; w) - Acc(beta; w) (fractions, on the same batch and shared weights)."""
     return acc_alpha - acc_beta
@@ -365,12 +373,7 @@ class NAT(Method):
         (or the test split), the rest is divided w_share : 1 - w_share between the weights and the policy."""
         from data.tensor_loader import TensorLoader
         train = ctx.train_loader
-        if self.dcfg["split"] == "test":
-            rest, derive = train, ctx.test_loader
-        else:
-            mix = int(ctx.seed) if self.dcfg["order"] == "shuffled" else None   # class-mixed scoring batches
-            rest, derive = heldout_split(train, self.dcfg["heldout_size"], eval_batch_size=self.dcfg["batch_size"],
-                                         mix_seed=mix)
+        rest, derive = self._derivation_split(train, ctx.test_loader, ctx.seed)
         n_policy = int(round(len(rest.labels) * (1 - self.search["w_share"])))
         w_loader, pol = heldout_split(rest, n_policy)
         c = pol.images.shape[1]
@@ -379,6 +382,17 @@ class NAT(Method):
                                      device=pol.device, crop_padding=rest.crop_padding, flip=rest.flip,
                                      seed=int(ctx.seed) + 1)
         return w_loader, policy_loader, derive
+
+    def _derivation_split(self, train, test, seed):
+        """(the training data left to the search, the derivation loader)."""
+        if self.dcfg["split"] == "test":
+            return train, test
+        mix = int(seed) if self.dcfg["order"] == "shuffled" else None   # class-mixed scoring batches
+        return heldout_split(train, self.dcfg["heldout_size"], eval_batch_size=self.dcfg["batch_size"], mix_seed=mix)
+
+    def derivation_loader(self, train, test, seed):
+        """The images the derivation scores candidates on, for ``train``/``test`` loaders and ``seed`` as a run's."""
+        return self._derivation_split(train, test, seed)[1]
 
     def train_batches(self, stage: Stage, tcfg, ctx: RunContext):
         if stage.params.get("phase") != "search":
@@ -407,9 +421,7 @@ class NAT(Method):
         inputs = self.cfg.get("search_inputs", "uniform")
         if inputs == "target":
             return self.target
-        full, null = full_concat(steps), inputs == "uniform_null"
-        return {"normal": sample_input_arch(steps, PRIMITIVES, self.generator, null), "normal_concat": full,
-                "reduce": sample_input_arch(steps, PRIMITIVES, self.generator, null), "reduce_concat": full}
+        return sample_input_cell(steps, self.generator, with_null=inputs == "uniform_null")
 
     def _set_beta(self, model, beta: dict) -> None:
         self._beta = beta

@@ -1,12 +1,12 @@
 """How a trained NAT super-net scores cells: the input cell, the input with one op type swapped for another, and
-uniform cells (the distribution its weights were trained on), by the shared-weight accuracy NAT's derivation uses
-(methods/nat.py shared_weight_accuracy, all nodes concatenated) on the run's held-out derivation images.
+cells of the search's input sampler (what its weights were trained on), by the shared-weight accuracy NAT's
+derivation uses (methods/nat.py shared_weight_accuracy, all nodes concatenated) on the run's derivation images.
 
     python scripts/nat_cell_scores.py experiment=nat/cifar10_jpeg_resblock_nat seed=0 \\
         +probe.checkpoint=outputs/<run>/stage0-search/trained.pt [+probe.uniform_cells=20]
 
-The checkpoint is a search stage's (its ``model`` entry holds the super-net). The held-out images are the ones the
-run's derivation scored (``method.derive``: heldout_size, batch_size, order). Appends one row per cell to
+The checkpoint is a search stage's (its ``model`` entry holds the super-net); the super-net, the input cell and the
+derivation images are built by the method itself (methods/nat.py), as the run built them. Appends one row per cell to
 results/measurements/nat_cell_scores.csv. It answers why an input cell scores low: a cell far below the uniform
 cells' range is outside what the super-net was trained on, and the swap that lifts it names the reason
 (docs/nat.md: the ResNet-block cell's null edges).
@@ -21,10 +21,11 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data import build_data  # noqa: E402
+from engine import checkpoint  # noqa: E402
 from engine.results import append_measurements  # noqa: E402
-from methods.common.heldout import heldout_split  # noqa: E402
-from methods.nat import sample_input_arch, shared_weight_accuracy  # noqa: E402
-from models.nat_cells import PRIMITIVES, NATSupernet, full_concat, load_genotype  # noqa: E402
+from engine.runner import transformed_model  # noqa: E402
+from methods.nat import sample_input_cell, shared_weight_accuracy  # noqa: E402
+from models.nat_cells import full_concat  # noqa: E402
 
 OUT = "results/measurements/nat_cell_scores.csv"
 #: (op, replacement) swaps tried on every edge of the input cell that holds ``op`` (both cell types)
@@ -38,8 +39,10 @@ def swap_op(edges, op: str, new: str) -> list:
     return [[new if o == op else o, f, t] for o, f, t in edges]
 
 
-def cells_to_score(genotype: dict, steps: int, n_uniform: int, seed: int) -> list[tuple[str, dict]]:
-    """(label, cell) pairs: the input, each applicable swap, then ``n_uniform`` uniform cells (both types drawn)."""
+def cells_to_score(genotype: dict, steps: int, n_uniform: int, seed: int,
+                   with_null: bool = False) -> list[tuple[str, dict]]:
+    """(label, cell) pairs: the input, each applicable swap, then ``n_uniform`` cells of the search's input sampler
+    (labelled ``uniform i``, or ``uniform_null i`` when null is drawn too), all scored with every node concatenated."""
     full = full_concat(steps)
 
     def cell(normal, reduce):
@@ -52,9 +55,8 @@ def cells_to_score(genotype: dict, steps: int, n_uniform: int, seed: int) -> lis
             out.append((f"input {op}->{new}", cell(swap_op(genotype["normal"], op, new),
                                                     swap_op(genotype["reduce"], op, new))))
     gen = torch.Generator().manual_seed(int(seed))
-    for i in range(n_uniform):
-        out.append((f"uniform {i}", cell(sample_input_arch(steps, PRIMITIVES, gen),
-                                         sample_input_arch(steps, PRIMITIVES, gen))))
+    sampler = "uniform_null" if with_null else "uniform"
+    out += [(f"{sampler} {i}", sample_input_cell(steps, gen, with_null)) for i in range(n_uniform)]
     return out
 
 
@@ -64,30 +66,26 @@ def main(cfg) -> None:
     if not ckpt or not os.path.isfile(ckpt):
         raise SystemExit(f"error: +probe.checkpoint={ckpt!r} is not a file; give a NAT search stage's checkpoint "
                          f"(outputs/<run>/stage0-search/trained.pt)")
-    seed, m, d = int(cfg.seed), cfg.model, cfg.method.get("derive") or {}
-    steps = int(m.get("steps", 4))
-    search = cfg.method.get("search") or {}
+    seed = int(cfg.seed)
     data = build_data(cfg.data, batch_size=int(cfg.trainer.batch_size), device="cpu", seed=seed)
-    mix = seed if d.get("order", "shuffled") == "shuffled" else None
-    _, heldout = heldout_split(data.train, int(d.get("heldout_size", 5000)),
-                               eval_batch_size=int(d.get("batch_size", 64)), mix_seed=mix)
-    net = NATSupernet(data.num_classes, data.in_channels, int(search.get("width") or m.width),
-                      int(search.get("layers") or m.layers), steps, int(m.get("stem_multiplier", 3)))
-    net.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["model"])
-    genotype = load_genotype(OmegaConf.to_container(m.genotype) if not isinstance(m.genotype, str) else m.genotype,
-                             steps)
+    supernet, method = transformed_model(cfg, data.num_classes, data.in_channels, data.image_size,
+                                         torch.device("cpu"), train_loader=data.train, test_loader=data.test,
+                                         seed=seed)
+    supernet.load_state_dict(checkpoint.load(ckpt)["model"])
+    heldout = method.derivation_loader(data.train, data.test, seed)
+    with_null = cfg.method.get("search_inputs") == "uniform_null"
+    n_uniform = int(OmegaConf.select(cfg, "probe.uniform_cells", default=20))
     rows = []
-    for label, c in cells_to_score(genotype, steps, int(OmegaConf.select(cfg, "probe.uniform_cells", default=20)),
-                                   seed=123):
-        score = shared_weight_accuracy(net, heldout, c, "cpu")
+    for label, c in cells_to_score(method.target, len(method.target["normal"]) // 2, n_uniform, 123, with_null):
+        score = shared_weight_accuracy(supernet, heldout, c, "cpu")
         rows.append({"experiment": cfg.name, "seed": seed, "checkpoint": ckpt, "cell": label, "score": round(score, 5),
                      "heldout_images": len(heldout.labels)})
-        if not label.startswith("uniform"):
+        if label.startswith("input"):
             print(f"{label:>32}  {score:.3f}")
-    uni = [r["score"] for r in rows if r["cell"].startswith("uniform")]
+    uni = [r["score"] for r in rows if not r["cell"].startswith("input")]
     if len(uni) > 1:
-        print(f"{len(uni)} uniform cells: mean {statistics.mean(uni):.3f} sd {statistics.stdev(uni):.3f} "
-              f"range {min(uni):.3f}-{max(uni):.3f}")
+        print(f"{len(uni)} {'uniform_null' if with_null else 'uniform'} cells: mean {statistics.mean(uni):.3f} "
+              f"sd {statistics.stdev(uni):.3f} range {min(uni):.3f}-{max(uni):.3f}")
     append_measurements(OUT, FIELDS, rows)
 
 

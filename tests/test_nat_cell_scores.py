@@ -34,6 +34,9 @@ def test_uniform_cells_have_no_null_and_repeat_with_the_seed():
     assert a == b
     uni = [c for label, c in a if label.startswith("uniform")]
     assert all(o != "null" for c in uni for o, _, _ in c["normal"] + c["reduce"])
+    null = probe.cells_to_score(DARTS, steps=4, n_uniform=20, seed=7, with_null=True)
+    assert [label for label, _ in null][-2:] == ["uniform_null 18", "uniform_null 19"]
+    assert any(o == "null" for _, c in null[1:] for o, _, _ in c["normal"] + c["reduce"])
 
 
 def test_script_scores_a_saved_supernet_on_held_out_images(tmp_path):
